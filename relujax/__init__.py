@@ -1,0 +1,3 @@
+"""relujax: the ReLU family of activations for JAX."""
+
+__version__ = "0.1.0"

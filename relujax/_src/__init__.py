@@ -1,0 +1,1 @@
+"""Private implementation of relujax; import the public modules instead."""
