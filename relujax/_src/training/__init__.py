@@ -1,0 +1,1 @@
+"""Implementation of `relujax.training` (training steps, loop, checkpoints, metrics)."""

@@ -1,0 +1,64 @@
+"""Reusable training pieces: config, optimizer, jitted steps, checkpoints, metrics, sharding.
+
+`python -m train` (the `train/` application) is built from these; use them to train a relujax
+model in your own loop.
+
+Example:
+    >>> from relujax.training import TrainConfig
+    >>> TrainConfig(model="resnet20", optimizer="momentum", lr=0.1).schedule
+    'constant'
+"""
+
+from relujax._src.training.checkpoint import Checkpointer as Checkpointer
+from relujax._src.training.checkpoint import CheckpointError as CheckpointError
+from relujax._src.training.config import ConfigError as ConfigError
+from relujax._src.training.config import TrainConfig as TrainConfig
+from relujax._src.training.loop import Interrupted as Interrupted
+from relujax._src.training.loop import NonFiniteLossError as NonFiniteLossError
+from relujax._src.training.loop import train as train
+from relujax._src.training.metrics import plot_curves as plot_curves
+from relujax._src.training.metrics import read_metrics as read_metrics
+from relujax._src.training.metrics import summarize as summarize
+from relujax._src.training.metrics import write_metrics as write_metrics
+from relujax._src.training.metrics import write_summary as write_summary
+from relujax._src.training.optim import decay_mask as decay_mask
+from relujax._src.training.optim import make_optimizer as make_optimizer
+from relujax._src.training.optim import make_schedule as make_schedule
+from relujax._src.training.sharding import batch_sharded as batch_sharded
+from relujax._src.training.sharding import make_mesh as make_mesh
+from relujax._src.training.sharding import (
+    maybe_initialize_distributed as maybe_initialize_distributed,
+)
+from relujax._src.training.sharding import replicated as replicated
+from relujax._src.training.steps import StepFns as StepFns
+from relujax._src.training.steps import cross_entropy as cross_entropy
+from relujax._src.training.steps import l2_penalty as l2_penalty
+from relujax._src.training.steps import make_steps as make_steps
+from relujax._src.training.steps import zero_metrics as zero_metrics
+
+__all__ = [
+    "CheckpointError",
+    "Checkpointer",
+    "ConfigError",
+    "Interrupted",
+    "NonFiniteLossError",
+    "StepFns",
+    "TrainConfig",
+    "batch_sharded",
+    "cross_entropy",
+    "decay_mask",
+    "l2_penalty",
+    "make_mesh",
+    "make_optimizer",
+    "make_schedule",
+    "make_steps",
+    "maybe_initialize_distributed",
+    "plot_curves",
+    "read_metrics",
+    "replicated",
+    "summarize",
+    "train",
+    "write_metrics",
+    "write_summary",
+    "zero_metrics",
+]

@@ -1,0 +1,1 @@
+"""The training application: `python -m train --help`. Presets live in `train.presets`."""

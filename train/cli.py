@@ -1,0 +1,238 @@
+"""`python -m train`: command-line parsing, default dataset resolution, exit codes.
+
+Exit codes: 0 done; 1 the loss diverged (the last good checkpoint is kept); 2 bad flags, data or
+resume (one line on stderr, no traceback); 128 + signal number after SIGINT/SIGTERM (a
+checkpoint was saved: rerun with --resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import pathlib
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from relujax.training import ConfigError
+from train.presets import PRESETS, resolve
+
+DEFAULT_EPOCHS = 5
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one readable line, exit 2
+        self.exit(2, f"train: error: {message} (see python -m train --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `python -m train` (every default is None: the preset decides)."""
+    p = _Parser(
+        prog="python -m train",
+        description=(
+            "Train a relujax model. With no flags: NetDepth on CIFAR-2 for "
+            f"{DEFAULT_EPOCHS} epochs when CIFAR is in the data folder, else on the built-in "
+            "synthetic set. Flags override the --preset's values."
+        ),
+        epilog=(
+            "presets: " + ", ".join(sorted(PRESETS)) + ". "
+            "Outputs in --workdir: metrics.jsonl, summary.json, curves.png, checkpoints/. "
+            "Exit codes: 0 ok, 1 loss diverged, 2 bad flags/data, 130/143 interrupted "
+            "(checkpoint saved; continue with --resume)."
+        ),
+    )
+    g = p.add_argument_group("what to train")
+    g.add_argument("--preset", help="a named setup (book-*, improved-*, resnet*-cifar10)")
+    g.add_argument("--list-presets", action="store_true", help="print the presets and exit")
+    g.add_argument("--model", help="a model of relujax.models by lowercase name (netdepth, ...)")
+    g.add_argument("--activation", help="an activation of relujax.nn by name (relu, prelu, ...)")
+    g.add_argument(
+        "--model-kw",
+        action="append",
+        metavar="KEY=VALUE",
+        help="extra model argument, e.g. n_blocks=10 (repeatable; VALUE is a Python literal)",
+    )
+    g.add_argument("--dataset", help="cifar2, cifar10, mnist, synthetic or npz:PATH")
+    g.add_argument("--data-dir", help="folder with the data ($RELUJAX_DATA, ~/.cache/relujax)")
+    g.add_argument("--dtype", choices=("float32", "bfloat16"), help="computation dtype")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--eval-batch-size", type=int, help="default: --batch-size")
+    g.add_argument("--lr", type=float, help="(peak) learning rate")
+    g.add_argument("--optimizer", choices=("sgd", "momentum", "adam", "adamw"))
+    g.add_argument("--momentum", type=float, help="for --optimizer momentum (default 0.9)")
+    g.add_argument("--nesterov", action=argparse.BooleanOptionalAction)
+    g.add_argument("--schedule", choices=("constant", "cosine", "step"))
+    g.add_argument("--warmup-epochs", type=float, help="linear warm-up from 0 (default 0)")
+    g.add_argument(
+        "--weight-decay", type=float, help="decay of the parameters --decay-filter picks"
+    )
+    g.add_argument("--decay-filter", choices=("kernels", "all"), help="default: kernels")
+    g.add_argument("--l2", type=float, help="add L2 * sum(p**2) to the loss (book-l2)")
+    g.add_argument("--augment", action=argparse.BooleanOptionalAction, help="crop + flip")
+    g.add_argument("--shuffle", action=argparse.BooleanOptionalAction)
+    g.add_argument(
+        "--eval-mode",
+        choices=("eval", "train"),
+        help="model mode when evaluating (train: the book's batch statistics + dropout)",
+    )
+    g.add_argument("--seed", type=int)
+    g = p.add_argument_group("run")
+    g.add_argument("--workdir", help="output folder (default: runs/<preset or model>-<time>)")
+    g.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the last checkpoint in --workdir (or the newest default workdir)",
+    )
+    g.add_argument("--eval-every", type=int, help="epochs between evaluations (default 1)")
+    g.add_argument("--checkpoint-every", type=int, help="epochs between checkpoints (default 1)")
+    g.add_argument("--keep-checkpoints", type=int, help="checkpoints kept (default 3)")
+    g.add_argument("--log-every", type=int, help="batches between log lines (0: per epoch)")
+    g.add_argument("--no-progress", action="store_true", help="plain log lines, no progress bar")
+    return p
+
+
+_FIELD_OF = {"eval_mode": "eval_train_mode", "no_progress": "progress", "model_kw": "model_kwargs"}
+
+
+def config_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The TrainConfig fields from `args`: the preset's, then the flags that were given."""
+    fields: dict[str, Any] = resolve(args.preset) if args.preset else {}
+    for key, value in vars(args).items():
+        if key in ("preset", "list_presets", "resume") or value is None:
+            continue
+        if key == "eval_mode":
+            value = value == "train"
+        elif key == "no_progress":
+            if not value:
+                continue
+            value = False
+        elif key == "model_kw":
+            value = {**fields.get("model_kwargs", {}), **_parse_kw(value)}
+        fields[_FIELD_OF.get(key, key)] = value
+    if not args.preset:
+        fields.setdefault("optimizer", "momentum")
+        fields.setdefault("epochs", DEFAULT_EPOCHS)
+    return fields
+
+
+def _parse_kw(items: Sequence[str]) -> dict[str, Any]:
+    out = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise ConfigError(f"--model-kw: expected KEY=VALUE, got {item!r}")
+        try:
+            out[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            out[key] = text
+    return out
+
+
+def _default_workdir(fields: dict[str, Any], resume: bool) -> str:
+    stem = fields.get("preset") or f"{fields.get('model', 'netdepth')}-{fields['dataset']}"
+    runs = pathlib.Path("runs")
+    if resume:
+        found = sorted(runs.glob(f"{stem}-*"), key=lambda p: p.stat().st_mtime)
+        if found:
+            return str(found[-1])
+    return str(runs / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def _default_dataset(fields: dict[str, Any], log: Any) -> Any:
+    """CIFAR-2 from the first data folder that has it (or a download), else synthetic."""
+    from relujax import data as rdata
+
+    here = pathlib.Path.cwd()
+    candidates = [fields.get("data_dir"), None, str(here.parent / "shared" / "data")]
+    for d in candidates:
+        if d is not None and not pathlib.Path(d).is_dir():
+            continue
+        try:
+            return rdata.load_dataset("cifar2", d, download=False), d
+        except rdata.DataError:
+            continue
+    try:
+        return rdata.load_dataset("cifar2", fields.get("data_dir"), download=True), None
+    except (rdata.DataError, OSError):
+        log(
+            "train: CIFAR-10 not found in --data-dir, $RELUJAX_DATA or ~/.cache/relujax and not "
+            "downloadable: training on the built-in synthetic set instead (get CIFAR with "
+            "--data-dir DIR holding cifar-10-binary.tar.gz, or run once with network access)"
+        )
+        return rdata.load_dataset("synthetic"), None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs `python -m train` with `argv`; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    if args.list_presets:
+        for name in sorted(PRESETS):
+            doc = (PRESETS[name].__doc__ or "").strip().splitlines()[0]
+            print(f"{name:24s} {doc}")
+        return 0
+
+    def err(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    from relujax import data as rdata
+    from relujax import training
+
+    try:
+        training.maybe_initialize_distributed()
+        fields = config_fields(args)
+        dataset = None
+        if "dataset" not in fields:
+            dataset, found_in = _default_dataset(fields, err)
+            fields["dataset"] = dataset.name
+            if found_in is not None:
+                fields.setdefault("data_dir", found_in)
+        fields.setdefault("workdir", _default_workdir(fields, args.resume))
+        config = training.TrainConfig(**fields)
+        if dataset is None:
+            dataset = rdata.load_dataset(config.dataset, config.data_dir)
+        summary = training.train(config, resume=args.resume, dataset=dataset)
+    except training.NonFiniteLossError as e:
+        err(f"train: {e}")
+        return 1
+    except training.Interrupted as e:
+        err(f"train: {e}")
+        return 128 + e.signum
+    except (training.ConfigError, training.CheckpointError, rdata.DataError) as e:
+        if os.environ.get("RELUJAX_DEBUG"):
+            raise
+        err(f"train: error: {e}")
+        return 2
+    except KeyboardInterrupt:
+        err("train: interrupted before training started; nothing saved")
+        return 130
+    _print_summary(summary)
+    return 0
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    keys = (
+        "epochs_done",
+        "final_train_loss",
+        "final_train_acc",
+        "final_val_loss",
+        "final_val_acc",
+        "best_val_acc",
+        "best_epoch",
+        "train_seconds",
+        "compile_seconds",
+        "wall_seconds",
+        "parameters",
+        "device",
+    )
+    short = {k: summary[k] for k in keys if k in summary}
+    print(json.dumps(short, indent=2))
+    print(f"workdir: {summary['workdir']}  (metrics.jsonl, summary.json, checkpoints/)")
+    print(f"curves:  {summary['curves']}")
+
+
+__all__ = ["build_parser", "config_fields", "main"]
