@@ -1,0 +1,1 @@
+"""Implementation of `relujax.data` (datasets and the on-device input pipeline)."""
