@@ -8,6 +8,7 @@ CIFAR is a pickle, unsafe on untrusted files).
 
 from __future__ import annotations
 
+import gzip
 import os
 import posixpath
 import re
@@ -57,6 +58,7 @@ FOLDER = "cifar-10-batches-bin"
 TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
 TEST_FILE = "test_batch.bin"
 RECORD_BYTES = 1 + 32 * 32 * 3
+_CHUNK = 1 << 20
 # Records in each official batch file; a different count means a truncated or foreign file.
 RECORDS_PER_BATCH = 10000
 
@@ -113,7 +115,9 @@ def read_cifar_archive(path: str) -> dict[str, bytes]:
     wanted = {f"{FOLDER}/{f}": f for f in (*TRAIN_FILES, TEST_FILE)}
     found: dict[str, bytes] = {}
     try:
-        with tarfile.open(path, mode="r|gz") as tar:
+        # gzip (unlike tarfile's own "r|gz") checks the CRC-32 of everything it decompressed;
+        # reading to the end makes a flipped byte anywhere in the archive an error.
+        with gzip.open(path, "rb") as gz, tarfile.open(fileobj=gz, mode="r|") as tar:
             for member in tar:
                 if _unsafe(member.name):
                     raise DataError(
@@ -131,6 +135,8 @@ def read_cifar_archive(path: str) -> dict[str, bytes]:
                 f = tar.extractfile(member)
                 assert f is not None  # a regular file always has data
                 found[wanted[name]] = f.read()
+            while gz.read(_CHUNK):
+                pass
     except DataError:
         raise
     except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
