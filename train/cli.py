@@ -56,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra model argument, e.g. n_blocks=10 (repeatable; VALUE is a Python literal)",
     )
     g.add_argument("--dataset", help="cifar2, cifar10, mnist, synthetic or npz:PATH")
+    g.add_argument(
+        "--dataset-kw",
+        action="append",
+        metavar="KEY=VALUE",
+        help="extra dataset argument, e.g. n_train=512 for synthetic (repeatable)",
+    )
     g.add_argument("--data-dir", help="folder with the data ($RELUJAX_DATA, ~/.cache/relujax)")
     g.add_argument("--dtype", choices=("float32", "bfloat16"), help="computation dtype")
     g = p.add_argument_group("optimisation")
@@ -96,7 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-_FIELD_OF = {"eval_mode": "eval_train_mode", "no_progress": "progress", "model_kw": "model_kwargs"}
+_FIELD_OF = {
+    "eval_mode": "eval_train_mode",
+    "no_progress": "progress",
+    "model_kw": "model_kwargs",
+    "dataset_kw": "dataset_kwargs",
+}
 
 
 def config_fields(args: argparse.Namespace) -> dict[str, Any]:
@@ -112,7 +123,9 @@ def config_fields(args: argparse.Namespace) -> dict[str, Any]:
                 continue
             value = False
         elif key == "model_kw":
-            value = {**fields.get("model_kwargs", {}), **_parse_kw(value)}
+            value = {**fields.get("model_kwargs", {}), **_parse_kw(value, "--model-kw")}
+        elif key == "dataset_kw":
+            value = _parse_kw(value, "--dataset-kw")
         fields[_FIELD_OF.get(key, key)] = value
     if not args.preset:
         fields.setdefault("optimizer", "momentum")
@@ -120,12 +133,12 @@ def config_fields(args: argparse.Namespace) -> dict[str, Any]:
     return fields
 
 
-def _parse_kw(items: Sequence[str]) -> dict[str, Any]:
+def _parse_kw(items: Sequence[str], flag: str) -> dict[str, Any]:
     out = {}
     for item in items:
         key, sep, text = item.partition("=")
         if not sep or not key.isidentifier():
-            raise ConfigError(f"--model-kw: expected KEY=VALUE, got {item!r}")
+            raise ConfigError(f"{flag}: expected KEY=VALUE, got {item!r}")
         try:
             out[key] = ast.literal_eval(text)
         except (ValueError, SyntaxError):
@@ -194,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         fields.setdefault("workdir", _default_workdir(fields, args.resume))
         config = training.TrainConfig(**fields)
         if dataset is None:
-            dataset = rdata.load_dataset(config.dataset, config.data_dir)
+            dataset = rdata.load_dataset(config.dataset, config.data_dir, **config.dataset_kwargs)
         summary = training.train(config, resume=args.resume, dataset=dataset)
     except training.NonFiniteLossError as e:
         err(f"train: {e}")

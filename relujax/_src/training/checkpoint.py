@@ -85,6 +85,18 @@ class Checkpointer:
         out = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
         return dict(out["meta"])
 
+    def arrays(self, step: int | None = None) -> dict[str, np.ndarray]:
+        """Checkpoint `step` (default: the latest) as {leaf path: numpy array}, no template needed.
+
+        PRNG keys come back as their raw key data.
+        """
+        step = self._pick(step)
+        meta = self.read_meta(step)
+        out = self._manager.restore(
+            step, args=ocp.args.Composite(arrays=ocp.args.StandardRestore())
+        )
+        return {p: np.asarray(a) for p, a in zip(meta["leaf_paths"], out["arrays"], strict=True)}
+
     def restore(self, template: Any, step: int | None = None) -> tuple[Any, dict[str, Any]]:
         """Restores checkpoint `step` (default: the latest) into the structure of `template`.
 

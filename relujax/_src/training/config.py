@@ -54,12 +54,13 @@ class TrainConfig:
     activation: str | None = None
     model_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     dataset: str = "cifar2"
+    dataset_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     data_dir: str | None = None
     epochs: int = 5
     batch_size: int = 64
     eval_batch_size: int | None = None
     lr: float = 1e-2
-    optimizer: str = "sgd"
+    optimizer: str = "momentum"
     momentum: float = 0.9
     nesterov: bool = False
     schedule: str = "constant"
@@ -83,6 +84,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_kwargs", dict(self.model_kwargs))
+        object.__setattr__(self, "dataset_kwargs", dict(self.dataset_kwargs))
         object.__setattr__(self, "decay_at", tuple(float(f) for f in self.decay_at))
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("schedule", self.schedule, SCHEDULES)

@@ -87,7 +87,7 @@ def train(
     """Runs (or resumes) the training run `config` and returns its summary.
 
     Writes metrics.jsonl, summary.json, curves.png and checkpoints/ in `config.workdir`.
-    `dataset` (default: `relujax.data.load_dataset(config.dataset, config.data_dir)`) and
+    `dataset` (default: `relujax.data.load_dataset(config.dataset, config.data_dir, ...)`) and
     `model_fn(config, num_classes)` (default: `relujax.models.create_model`) can be injected.
     Raises ConfigError for a config that cannot run or resume, NonFiniteLossError when the loss
     diverges, and Interrupted after SIGINT/SIGTERM once the checkpoint is written.
@@ -105,7 +105,9 @@ def train(
     lead = jax.process_index() == 0
     if lead:
         workdir.mkdir(parents=True, exist_ok=True)
-    ds = dataset if dataset is not None else rdata.load_dataset(config.dataset, config.data_dir)
+    if dataset is None:
+        dataset = rdata.load_dataset(config.dataset, config.data_dir, **config.dataset_kwargs)
+    ds = dataset
     mesh = make_mesh()
     check_batching(config, ds, mesh.size)
     model = (model_fn or build_model)(config, ds.num_classes)

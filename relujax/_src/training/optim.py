@@ -58,7 +58,7 @@ def decay_mask(model: nnx.Module, params: nnx.State, *, decay_filter: str = "ker
         return leaf.ndim >= 2 and not under
 
     flat = {path: decayed(path, var[...]) for path, var in nnx.to_flat_state(params)}
-    return params.map(lambda path, var: var.replace(flat[path]))
+    return nnx.map_state(lambda path, var: var.replace(flat[path]), params)
 
 
 def make_schedule(config: TrainConfig, steps_per_epoch: int) -> optax.Schedule:

@@ -142,7 +142,7 @@ class DeadUnitProbe:
             xb, _ = get_batch(
                 x, y, idx, mean=data.mean, std=data.std, dtype=dtype, augment_key=None
             )
-            model = nnx.merge(gd, params, rest)
+            model = nnx.merge(gd, params, rest, copy=True)
             model(xb)
             return dead_unit_stats(model)
 

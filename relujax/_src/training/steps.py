@@ -121,7 +121,7 @@ def make_steps(
         return xb, yb, mask_row
 
     def loss_fn(params, rest, xb, yb, mask_row):
-        model = nnx.merge(train_graphdef, params, rest)
+        model = nnx.merge(train_graphdef, params, rest, copy=True)
         loss, _, correct = cross_entropy(model(xb), yb, mask_row)
         if l2 > 0:
             loss = loss + jnp.float32(l2) * l2_penalty(params)
@@ -148,7 +148,7 @@ def make_steps(
     def evaluate(params, rest, metrics, x, y, idx, mask, step):
         xb, yb, mask_row = batch(x, y, idx, mask, step, None, train=False)
         graphdef = train_graphdef if eval_train_mode else eval_graphdef
-        model = nnx.merge(graphdef, params, rest)
+        model = nnx.merge(graphdef, params, rest, copy=True)
         loss, _, correct = cross_entropy(model(xb), yb, mask_row)
         if eval_train_mode:  # BatchNorm running stats and dropout RNG advance, as in PyTorch
             _, _, rest = nnx.split(model, nnx.Param, ...)
