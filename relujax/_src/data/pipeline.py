@@ -7,6 +7,7 @@ host never touches pixels during training.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import jax
@@ -132,6 +133,7 @@ def augment(key: ArrayLike, images: ArrayLike, *, pad: int = 4, flip: bool = Tru
     return out
 
 
+@functools.partial(jax.jit, static_argnames=("dtype",))
 def normalize(
     images: ArrayLike, mean: ArrayLike, std: ArrayLike, *, dtype: DTypeLike = jnp.float32
 ) -> jax.Array:
@@ -165,6 +167,7 @@ def normalize(
     return ((x - mean) / std).astype(dtype)
 
 
+@functools.partial(jax.jit, static_argnames=("dtype", "sharding"))
 def get_batch(
     x: ArrayLike,
     y: ArrayLike,
