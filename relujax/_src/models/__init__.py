@@ -1,0 +1,1 @@
+"""The networks of :mod:`relujax.models` (book ch. 8 nets, ResBlock stacks, ResNets)."""

@@ -1,0 +1,1 @@
+"""Flax NNX activation modules (implementation of :mod:`relujax.nn`)."""

@@ -1,0 +1,284 @@
+"""Flax NNX modules around the functional activations of :mod:`relujax`.
+
+Each module stores its hyperparameters as static attributes and calls the functional core, so it
+inherits the core's derivative rules, dtype behaviour and memory use. ``PReLU`` owns a learnable
+``nnx.Param``; ``RReLU`` draws random slopes in training mode and follows ``model.train()`` /
+``model.eval()`` through its ``deterministic`` attribute (the attribute ``nnx.Dropout`` uses).
+
+Every module also has ``as_function()``: the activation as a pure function of ``x`` for this call
+(parameters read, random slopes drawn), used by the dead-unit monitor of :mod:`relujax.models`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+import relujax
+
+_Fn = Callable[[jax.Array], jax.Array]
+
+
+class _Activation(nnx.Module):
+    """Base class: ``__call__(x) = as_function()(x)``."""
+
+    def as_function(self) -> _Fn:
+        raise NotImplementedError
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.as_function()(x)
+
+
+class ReLU(_Activation):
+    """``relujax.relu`` as a module.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from relujax.nn import ReLU
+      >>> ReLU()(jnp.array([-1.0, 2.0]))
+      Array([0., 2.], dtype=float32)
+    """
+
+    def __init__(self, *, subgradient: float = 0.0):
+        self.subgradient = subgradient
+
+    def as_function(self) -> _Fn:
+        return lambda x: relujax.relu(x, subgradient=self.subgradient)
+
+
+class ReLU6(_Activation):
+    """``relujax.relu6`` as a module.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from relujax.nn import ReLU6
+      >>> ReLU6()(jnp.array([-1.0, 7.0]))
+      Array([0., 6.], dtype=float32)
+    """
+
+    def __init__(self, *, subgradient: float = 0.0):
+        self.subgradient = subgradient
+
+    def as_function(self) -> _Fn:
+        return lambda x: relujax.relu6(x, subgradient=self.subgradient)
+
+
+class LeakyReLU(_Activation):
+    """``relujax.leaky_relu`` as a module (slope 0.01 by default, as PyTorch and jax.nn).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from relujax.nn import LeakyReLU
+      >>> LeakyReLU(0.5)(jnp.array([-2.0, 2.0]))
+      Array([-1.,  2.], dtype=float32)
+    """
+
+    def __init__(self, negative_slope: float = 0.01, *, subgradient: float = 0.0):
+        self.negative_slope = negative_slope
+        self.subgradient = subgradient
+
+    def as_function(self) -> _Fn:
+        return lambda x: relujax.leaky_relu(x, self.negative_slope, subgradient=self.subgradient)
+
+
+class PReLU(_Activation):
+    """Parametric ReLU (He et al. 2015): ``x`` if ``x > 0`` else ``weight * x``.
+
+    ``num_parameters`` is 1 (one slope shared by all elements) or the number of channels ``C``
+    (one slope per channel of the LAST axis, NHWC; PyTorch uses axis 1 of NCHW). The slope lives in
+    ``self.weight``, an ``nnx.Param`` of shape ``(num_parameters,)`` (the name and shape of
+    PyTorch's ``PReLU.weight``), initialised to ``init`` and cast to the input's dtype at call time.
+    He et al. train it without weight decay: exclude it with a mask on ``PReLU`` paths.
+
+    ``rngs`` is accepted (and unused) so that every activation module can be built the same way.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from relujax.nn import PReLU
+      >>> PReLU()(jnp.array([-4.0, 2.0]))
+      Array([-1.,  2.], dtype=float32)
+    """
+
+    def __init__(
+        self,
+        num_parameters: int = 1,
+        init: float = 0.25,
+        *,
+        rngs: nnx.Rngs | None = None,
+        param_dtype: jnp.dtype = jnp.float32,
+        subgradient: float = 0.0,
+    ):
+        del rngs
+        if not isinstance(num_parameters, int) or num_parameters < 1:
+            raise ValueError(
+                f"PReLU: num_parameters must be a positive int (1 or the number of channels), "
+                f"got {num_parameters!r}."
+            )
+        self.num_parameters = num_parameters
+        self.subgradient = subgradient
+        self.weight = nnx.Param(jnp.full((num_parameters,), init, dtype=param_dtype))
+
+    def as_function(self) -> _Fn:
+        alpha = self.weight[...]
+        n = self.num_parameters
+
+        def fn(x: jax.Array) -> jax.Array:
+            if n > 1 and (x.ndim == 0 or x.shape[-1] != n):
+                raise ValueError(
+                    f"PReLU: num_parameters={n} slopes apply per channel over the last axis, but the "
+                    f"input has shape {x.shape}; use num_parameters=1 or put the {n} channels last (NHWC)."
+                )
+            # relujax.prelu casts alpha to x.dtype and accumulates its gradient in float32 or wider.
+            return relujax.prelu(x, alpha, subgradient=self.subgradient)
+
+        return fn
+
+
+class RReLU(_Activation):
+    """Randomized leaky ReLU (Xu et al. 2015), as PyTorch's ``nn.RReLU``.
+
+    In training mode (``deterministic=False``, set by ``model.train()``) every element gets its own
+    slope drawn from U(lower, upper) with a key from ``rngs`` (stream ``rng_collection``); in eval
+    mode (``model.eval()``) the slope is the mean ``(lower + upper) / 2``. Like PyTorch modules and
+    ``nnx.Dropout``, a new module starts in training mode.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from relujax.nn import RReLU
+      >>> act = RReLU(0.1, 0.3, rngs=nnx.Rngs(0))
+      >>> act.eval()
+      >>> act(jnp.array([-10.0, 1.0]))
+      Array([-2.,  1.], dtype=float32)
+    """
+
+    def __init__(
+        self,
+        lower: float = 1.0 / 8.0,
+        upper: float = 1.0 / 3.0,
+        *,
+        rngs: nnx.Rngs | None = None,
+        deterministic: bool = False,
+        rng_collection: str = "dropout",
+        subgradient: float = 0.0,
+    ):
+        if not lower <= upper:
+            raise ValueError(f"RReLU: expected lower <= upper, got lower={lower}, upper={upper}.")
+        self.lower = lower
+        self.upper = upper
+        self.deterministic = deterministic
+        self.subgradient = subgradient
+        self.rng_collection = rng_collection
+        self.rngs = rngs[rng_collection].fork() if rngs is not None else nnx.data(None)
+
+    def as_function(self) -> _Fn:
+        if self.deterministic:
+            key = None
+        elif self.rngs is None:
+            raise ValueError(
+                "RReLU: training mode (deterministic=False) draws random slopes and needs `rngs`; "
+                "build it with RReLU(..., rngs=nnx.Rngs(0)) or call model.eval()."
+            )
+        else:
+            key = self.rngs()
+        return lambda x: relujax.rrelu(x, key, self.lower, self.upper, subgradient=self.subgradient)
+
+
+class ELU(_Activation):
+    """``relujax.elu`` as a module.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from relujax.nn import ELU
+      >>> ELU()(jnp.array([0.0, 2.0]))
+      Array([0., 2.], dtype=float32)
+    """
+
+    def __init__(self, alpha: float = 1.0):
+        self.alpha = alpha
+
+    def as_function(self) -> _Fn:
+        return lambda x: relujax.elu(x, self.alpha)
+
+
+class CELU(_Activation):
+    """``relujax.celu`` as a module.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from relujax.nn import CELU
+      >>> CELU()(jnp.array([0.0, 2.0]))
+      Array([0., 2.], dtype=float32)
+    """
+
+    def __init__(self, alpha: float = 1.0):
+        self.alpha = alpha
+
+    def as_function(self) -> _Fn:
+        return lambda x: relujax.celu(x, self.alpha)
+
+
+class SELU(_Activation):
+    """``relujax.selu`` as a module.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from relujax.nn import SELU
+      >>> SELU()(jnp.array([0.0]))
+      Array([0.], dtype=float32)
+    """
+
+    def as_function(self) -> _Fn:
+        return relujax.selu
+
+
+class GELU(_Activation):
+    """``relujax.gelu`` as a module (exact erf form by default, as PyTorch).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from relujax.nn import GELU
+      >>> GELU(approximate=True)(jnp.array([0.0]))
+      Array([0.], dtype=float32)
+    """
+
+    def __init__(self, approximate: bool = False):
+        self.approximate = approximate
+
+    def as_function(self) -> _Fn:
+        return lambda x: relujax.gelu(x, approximate=self.approximate)
+
+
+class SiLU(_Activation):
+    """``relujax.silu`` as a module.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from relujax.nn import SiLU
+      >>> SiLU()(jnp.array([0.0]))
+      Array([0.], dtype=float32)
+    """
+
+    def as_function(self) -> _Fn:
+        return relujax.silu
+
+
+class Softplus(_Activation):
+    """``relujax.softplus`` as a module (beta 1, threshold 20, as PyTorch).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from relujax.nn import Softplus
+      >>> Softplus()(jnp.array([30.0]))
+      Array([30.], dtype=float32)
+    """
+
+    def __init__(self, beta: float = 1.0, threshold: float = 20.0):
+        self.beta = beta
+        self.threshold = threshold
+
+    def as_function(self) -> _Fn:
+        return lambda x: relujax.softplus(x, self.beta, self.threshold)
