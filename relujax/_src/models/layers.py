@@ -138,8 +138,8 @@ class BatchNorm(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         if x.shape[-1] != self.num_features:
             raise ValueError(
-                f"BatchNorm: expected {self.num_features} channels on the last axis (NHWC), got input "
-                f"shape {x.shape}."
+                f"BatchNorm: expected {self.num_features} channels on the last axis (NHWC), "
+                f"got input shape {x.shape}."
             )
         dtype = self.dtype or jnp.result_type(x.dtype, self.scale[...].dtype)
         stat_dtype = jnp.promote_types(x.dtype, jnp.float32)

@@ -133,10 +133,10 @@ def activation_factory(
 ) -> Callable[[nnx.Rngs | None], Activation]:
     """Turns a model's ``activation=`` argument into a per-layer factory of :class:`Activation`.
 
-    ``activation`` may be None (the model's ``default``), a name of ``relujax.nn.ACTIVATION_MODULES``
-    or ``"tanh"``, an NNX module class (one fresh instance per layer, so ``PReLU`` gets per-layer
-    parameters), an NNX module instance (the SAME instance in every layer: shared parameters), or
-    any other callable ``f(x)``.
+    ``activation`` may be None (the model's ``default``), a name of
+    ``relujax.nn.ACTIVATION_MODULES`` or ``"tanh"``, an NNX module class (one fresh instance
+    per layer, so ``PReLU`` gets per-layer parameters), an NNX module instance (the SAME
+    instance in every layer: shared parameters), or any other callable ``f(x)``.
     """
     if activation is None:
         activation = default
@@ -154,8 +154,8 @@ def activation_factory(
     if inspect.isclass(activation):
         if not issubclass(activation, nnx.Module):
             raise TypeError(
-                f"{where}: activation class {activation.__name__} is not an nnx.Module subclass; pass "
-                f"an NNX module class, a module instance, or a function."
+                f"{where}: activation class {activation.__name__} is not an nnx.Module subclass; "
+                f"pass an NNX module class, a module instance, or a function."
             )
         cls = activation
         if accepts_rngs(cls):

@@ -53,7 +53,7 @@ class ResBlock(nnx.Module):
 
 
 class NetResDeep(nnx.Module):
-    """conv(3, c) -> act -> pool -> ``n_blocks`` x ResBlock(c) -> pool -> fc(8*8*c, 32) -> act -> fc.
+    """conv(3, c), act, pool, ``n_blocks`` x ResBlock(c), pool, fc(8*8*c, 32), act, fc.
 
     ``shared_blocks=True`` reproduces the book's code exactly: its
     ``nn.Sequential(*(n_blocks * [ResBlock(n_chans1)]))`` repeats ONE block object, so all blocks

@@ -128,8 +128,9 @@ class PReLU(_Activation):
         def fn(x: jax.Array) -> jax.Array:
             if n > 1 and (x.ndim == 0 or x.shape[-1] != n):
                 raise ValueError(
-                    f"PReLU: num_parameters={n} slopes apply per channel over the last axis, but the "
-                    f"input has shape {x.shape}; use num_parameters=1 or put the {n} channels last (NHWC)."
+                    f"PReLU: num_parameters={n} slopes apply per channel over the last axis, "
+                    f"but the input has shape {x.shape}; use num_parameters=1 or put the "
+                    f"{n} channels last (NHWC)."
                 )
             # relujax.prelu casts alpha to x.dtype and accumulates its gradient in float32 or wider.
             return relujax.prelu(x, alpha, subgradient=self.subgradient)
