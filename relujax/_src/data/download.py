@@ -117,7 +117,10 @@ def download(
     opener = opener or (lambda url: urllib.request.urlopen(url, timeout=60))
     bar = _Progress(resource.filename, resource.size, sys.stderr if progress else None)
     digest = hashlib.md5(usedforsecurity=False)
-    fd, tmp = tempfile.mkstemp(prefix=f".{resource.filename}.", suffix=".part", dir=data_dir)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{resource.filename}.", suffix=".part", dir=data_dir)
+    except OSError as e:
+        raise DataError(f"cannot write to the data folder {data_dir} ({e})") from e
     try:
         done = 0
         with os.fdopen(fd, "wb") as out:

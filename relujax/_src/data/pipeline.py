@@ -147,8 +147,8 @@ def normalize(
 
     Example:
       >>> import jax.numpy as jnp
-      >>> normalize(jnp.full((1, 1, 1, 1), 255, jnp.uint8), [0.5], [0.25]).tolist()
-      [[[[2.0]]]]
+      >>> normalize(jnp.zeros((1, 1, 1, 2), jnp.uint8), [0.5, 0.25], [0.25, 0.5]).tolist()
+      [[[[-2.0, -0.5]]]]
     """
     images = jnp.asarray(images)
     compute = jnp.float64 if jnp.dtype(dtype) == jnp.float64 else jnp.float32
