@@ -74,7 +74,7 @@ def elu(x: ArrayLike, alpha: ArrayLike = 1.0) -> jax.Array:
       >>> relujax.elu(jnp.array([-1.0, 0.0, 2.0]))
       Array([-0.63212055,  0.        ,  2.        ], dtype=float32)
       >>> float(jax.grad(relujax.elu)(-80.0))  # jax.nn.elu gives 0.0
-      1.8048513878454153e-35
+      1.8048513285848406e-35
     """
     x = _checks.floating_input("elu", x)
     a = _checks.hyperparameter("elu", "alpha", alpha, x)
@@ -127,7 +127,7 @@ def celu(x: ArrayLike, alpha: ArrayLike = 1.0) -> jax.Array:
     Example:
       >>> import jax.numpy as jnp, relujax
       >>> relujax.celu(jnp.array([-1.0, 0.0, 2.0]), alpha=2.0)
-      Array([-0.7869387,  0.       ,  2.       ], dtype=float32)
+      Array([-0.78693867,  0.        ,  2.        ], dtype=float32)
     """
     x = _checks.floating_input("celu", x)
     a = _checks.hyperparameter("celu", "alpha", alpha, x)

@@ -94,7 +94,7 @@ def relu(x: ArrayLike, *, subgradient: float = 0.0) -> jax.Array:
       >>> relujax.relu(jnp.array([-2.0, 0.0, 1.5]))
       Array([0. , 0. , 1.5], dtype=float32)
       >>> jax.grad(lambda x: relujax.relu(x, subgradient=0.5))(0.0)
-      Array(0.5, dtype=float32, weak_type=True)
+      Array(0.5, dtype=float32)
     """
     x = _checks.floating_input("relu", x)
     mode, s = _checks.subgradient("relu", subgradient)
@@ -172,6 +172,7 @@ def leaky_relu(
     """
     x = _checks.floating_input("leaky_relu", x)
     slope = _checks.hyperparameter("leaky_relu", "negative_slope", negative_slope, x)
+    _checks.check_range("leaky_relu", "negative_slope", negative_slope)
     mode, s = _checks.subgradient("leaky_relu", subgradient)
     return _leaky(mode, x, slope, jnp.asarray(s, x.dtype))
 
@@ -203,6 +204,7 @@ def prelu(x: ArrayLike, alpha: ArrayLike, *, subgradient: float = 0.0) -> jax.Ar
     """
     x = _checks.floating_input("prelu", x)
     slope = _checks.hyperparameter("prelu", "alpha", alpha, x, channels=True)
+    _checks.check_range("prelu", "alpha", alpha)
     if slope.shape == (1,):
         slope = slope.reshape(())
     mode, s = _checks.subgradient("prelu", subgradient)

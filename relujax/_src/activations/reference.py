@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import jax.numpy as jnp
 import numpy as np
 
 Triple = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -39,8 +40,9 @@ def _piecewise(x, flat, s, hi=None) -> Triple:
     if hi is not None:
         y = np.where(x >= hi, hi, y)
         dy = np.where(x > hi, 0.0, np.where(x == hi, s, dy))
-    dy = np.where(np.isnan(x), np.nan, dy)
-    return y, dy, np.zeros_like(x)
+    nan = np.isnan(x)
+    d2y = np.zeros_like(x)
+    return np.where(nan, np.nan, y), np.where(nan, np.nan, dy), np.where(nan, np.nan, d2y)
 
 
 def relu(x, *, subgradient=0.0) -> Triple:
@@ -72,7 +74,7 @@ def _exp_unit(x, scale, alpha, inner) -> Triple:
         y = np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0.0) / inner))
         dy = np.where(x > 0, 1.0, alpha / inner * e)
         d2y = np.where(x > 0, 0.0, alpha / inner**2 * e)
-    return scale * y, scale * dy, scale * d2y
+        return scale * y, scale * dy, scale * d2y
 
 
 def elu(x, alpha=1.0) -> Triple:
@@ -96,22 +98,23 @@ def gelu(x, approximate=False) -> Triple:
     x = _f64(x)
     finite = np.where(np.isfinite(x), x, 0.0)
     if approximate:
-        t = 2.0 * _C * (finite + _K * finite**3)
-        dt = 2.0 * _C * (1.0 + 3.0 * _K * finite**2)
-        d2t = 2.0 * _C * 6.0 * _K * finite
-        s = _sigmoid(t)
-        ds = s * _sigmoid(-t)  # sigmoid'(t)
-        d2s = ds * (1.0 - 2.0 * s)
-        y = finite * s
-        dy = s + finite * ds * dt
-        d2y = 2.0 * ds * dt + finite * (d2s * dt**2 + ds * d2t)
+        with np.errstate(over="ignore", invalid="ignore"):
+            t = 2.0 * _C * (finite + _K * finite**3)
+            dt = 2.0 * _C * (1.0 + 3.0 * _K * finite**2)
+            d2t = 2.0 * _C * 6.0 * _K * finite
+            s = _sigmoid(t)
+            ds = s * _sigmoid(-t)  # sigmoid'(t)
+            d2s = ds * (1.0 - 2.0 * s)
+            y = finite * s
+            dy = s + _mul(ds, finite * dt)
+            d2y = 2.0 * _mul(ds, dt) + finite * (_mul(d2s, dt**2) + _mul(ds, d2t))
     else:
         cdf = 0.5 * _erfc(-finite / math.sqrt(2.0)).astype(np.float64)
-        with np.errstate(under="ignore"):
+        with np.errstate(over="ignore", under="ignore"):
             pdf = np.exp(-0.5 * finite**2) / math.sqrt(2.0 * math.pi)
+            d2y = _mul(pdf, 2.0 - finite**2)
         y = finite * cdf
         dy = cdf + finite * pdf
-        d2y = pdf * (2.0 - finite**2)
     return _limits(x, y, dy, d2y, y_pos=np.inf, y_neg=0.0, dy_pos=1.0, dy_neg=0.0)
 
 
@@ -138,6 +141,12 @@ def softplus(x, beta=1.0, threshold=20.0) -> Triple:
     return y, dy, d2y
 
 
+def _mul(small: np.ndarray, big: np.ndarray) -> np.ndarray:
+    """`small * big` with 0 where `small` underflowed to 0 (the limit, not 0 * inf = nan)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.where(small == 0.0, 0.0, small * big)
+
+
 def _limits(x, y, dy, d2y, *, y_pos, y_neg, dy_pos, dy_neg) -> Triple:
     """Puts the limits at +-inf and nan in place of the values computed at 0."""
     pos, neg, nan = np.isposinf(x), np.isneginf(x), np.isnan(x)
@@ -145,3 +154,22 @@ def _limits(x, y, dy, d2y, *, y_pos, y_neg, dy_pos, dy_neg) -> Triple:
     dy = np.where(pos, dy_pos, np.where(neg, dy_neg, np.where(nan, np.nan, dy)))
     d2y = np.where(pos | neg, 0.0, np.where(nan, np.nan, d2y))
     return y, dy, d2y
+
+
+def grid(dtype: np.dtype | type, kinks: tuple[float, ...] = (), num: int = 801) -> np.ndarray:
+    """Test points in `dtype`: a dense grid on [-10, 10], each kink and its float neighbours,
+    -80 and -100 (exponential tails), +-inf, nan, the largest finite and the smallest normal
+    and subnormal magnitudes of `dtype`, and 1e30 (inf in 16-bit).
+    """
+    dtype = np.dtype(dtype)
+    info = jnp.finfo(dtype)
+    points = [np.linspace(-10.0, 10.0, num)]
+    for k in kinks:
+        k_d = np.asarray(k, dtype)
+        points.append(np.array([np.nextafter(k_d, -np.inf), k_d, np.nextafter(k_d, np.inf)]))
+    special = [0.0, -0.0, np.inf, -np.inf, np.nan, 1e30, -1e30, -80.0, -100.0]
+    special += [float(info.max), -float(info.max), float(info.tiny), -float(info.tiny)]
+    special += [float(info.smallest_subnormal), -float(info.smallest_subnormal)]
+    with np.errstate(over="ignore"):
+        out = np.concatenate([np.asarray(p, np.float64) for p in points] + [np.array(special)])
+        return out.astype(dtype)
