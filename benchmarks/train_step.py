@@ -1,0 +1,282 @@
+"""Training-step throughput: relujax models vs their PyTorch originals on the same machine.
+
+A full SGD step (forward, cross-entropy, backward, update; BatchNorm in training mode) on random
+CIFAR-shaped data, float32, for each model and batch size. Candidates, timed in turn in one
+process (medians of alternating rounds; compile time apart):
+
+* ``nnx.jit``: the textbook Flax NNX step (``nnx.jit`` over the model and an ``nnx.Optimizer``);
+* ``jit``: ``jax.jit`` of a pure function over ``nnx.split`` state (graphdef static), buffers
+  donated, as ``relujax.training`` does (the ``python -m train`` step);
+* ``jit+conv``: the same with ``relujax._src.perf.conv_general_dilated`` in every conv;
+* ``jit+conv+scan``: and the stacks of identical blocks scanned (compile time flat in depth);
+* ``torch``: the PyTorch original (``tests/torch_models.py``), eager; ``torch.compile`` with
+  ``--torch-compile``.
+
+Peak memory: XLA's compiled memory analysis (temporaries + arguments + outputs) for JAX; for
+PyTorch the bytes of tensors saved for backward (``saved_tensors_hooks``; on CUDA the allocator's
+peak). ``--bf16`` runs the bfloat16 table (JAX ``dtype=bfloat16`` with float32 parameters;
+PyTorch autocast) instead of float32.
+
+    python -m benchmarks.train_step                 # the full table (~15-20 min on 2 CPU cores)
+    python -m benchmarks.train_step --quick         # small models and batch, a minute or two
+    python -m benchmarks.train_step --models netresdeep --batch-sizes 64
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from benchmarks import _harness as h
+from relujax._src import perf
+from relujax.models import create_model
+
+# name -> (relujax create_model kwargs, torch_models constructor and kwargs, num_classes)
+MODELS: dict[str, tuple[dict[str, Any], str, dict[str, Any], int]] = {
+    "netdepth": ({"name": "netdepth"}, "NetDepth", {}, 2),
+    "netres": ({"name": "netres"}, "NetRes", {}, 2),
+    "netresdeep_shared": (
+        {"name": "netresdeep", "n_blocks": 100, "shared_blocks": True},
+        "NetResDeep",
+        {"n_blocks": 100, "shared_blocks": True},
+        2,
+    ),
+    "netresdeep": (
+        {"name": "netresdeep", "n_blocks": 100},
+        "NetResDeep",
+        {"n_blocks": 100},
+        2,
+    ),
+    "resnet20": ({"name": "resnet20"}, "resnet20", {}, 10),
+    "resnet56": ({"name": "resnet56"}, "resnet56", {}, 10),
+    # small stand-ins for --quick
+    "netresdeep10": ({"name": "netresdeep", "n_blocks": 10}, "NetResDeep", {"n_blocks": 10}, 2),
+}
+FULL = ["netdepth", "netres", "netresdeep_shared", "netresdeep", "resnet20", "resnet56"]
+QUICK = ["netdepth", "netresdeep10", "resnet20"]
+STACKED = ("netresdeep", "resnet")  # models with stacks of identical blocks (scan applies)
+
+
+def _data(batch: int, num_classes: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, 32, 32, 3), dtype=np.float32)
+    y = rng.integers(0, num_classes, batch).astype(np.int32)
+    return x, y
+
+
+def _build(spec: dict[str, Any], *, fast_conv: bool, scan: bool, dtype) -> nnx.Module:
+    kw = dict(spec)
+    name = kw.pop("name")
+    if name.startswith(STACKED):
+        kw["scan_blocks"] = scan
+    model = create_model(name, rngs=nnx.Rngs(0), dtype=dtype, **kw)
+    if fast_conv:
+        perf.use_fast_conv(model)
+    model.train()
+    return model
+
+
+def _loss(logits, y):
+    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), y).mean()
+
+
+def jax_split_step(model: nnx.Module, tx, x, y):
+    """A pure ``jax.jit`` step over ``nnx.split`` state; returns (runner, compile_s, memory)."""
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    opt_state = tx.init(params)
+
+    def step(params, rest, opt_state, x, y):
+        def loss_fn(params, rest):
+            m = nnx.merge(graphdef, params, rest, copy=True)
+            loss = _loss(m(x), y)
+            _, _, new_rest = nnx.split(m, nnx.Param, ...)
+            return loss, new_rest
+
+        (loss, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, rest)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), rest, opt_state, loss
+
+    jitted = jax.jit(step, donate_argnums=(0, 1, 2))
+    xj, yj = jnp.asarray(x), jnp.asarray(y)
+    compiled, seconds = h.compile_jitted(jitted, params, rest, opt_state, xj, yj)
+    state = {"s": (params, rest, opt_state)}
+
+    def run():
+        *s, loss = compiled(*state["s"], xj, yj)
+        state["s"] = tuple(s)
+        return loss
+
+    return run, seconds, h.memory_analysis(compiled)
+
+
+def nnx_jit_step(model: nnx.Module, tx, x, y):
+    """The textbook NNX step: ``nnx.jit`` over model and ``nnx.Optimizer``."""
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+    @nnx.jit
+    def step(model, optimizer, x, y):
+        def loss_fn(model):
+            return _loss(model(x), y)
+
+        loss, grads = nnx.value_and_grad(loss_fn)(model)
+        optimizer.update(model, grads)
+        return loss
+
+    xj, yj = jnp.asarray(x), jnp.asarray(y)
+    t0 = time.perf_counter()
+    jax.block_until_ready(step(model, optimizer, xj, yj))  # first call: trace + compile + run
+    seconds = time.perf_counter() - t0
+    return (lambda: step(model, optimizer, xj, yj)), seconds, None
+
+
+def torch_step(ctor: str, kwargs: dict[str, Any], x, y, *, compile_: bool, bf16: bool):
+    """The PyTorch original's SGD step; returns (runner, compile_s or None, saved bytes)."""
+    import torch
+    import torch.nn.functional as F
+
+    sys.path.insert(0, str(h.RESULTS_DIR.parents[1] / "tests"))
+    import torch_models  # noqa: PLC0415 - the PyTorch originals live with the parity tests
+
+    device = h.torch_device()
+    torch.manual_seed(0)
+    model = getattr(torch_models, ctor)(**kwargs).to(device).train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device)
+    yt = torch.from_numpy(y.astype(np.int64)).to(device)
+    fwd = torch.compile(model) if compile_ else model
+    amp_dtype = torch.bfloat16
+
+    def run():
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=device, dtype=amp_dtype, enabled=bf16):
+            out = fwd(xt)
+        loss = F.cross_entropy(out.float(), yt)
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    seconds = None
+    if compile_:
+        t0 = time.perf_counter()
+        run()
+        seconds = time.perf_counter() - t0
+    saved = [0]
+
+    def pack(t):
+        saved[0] += t.numel() * t.element_size()
+        return t
+
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        run()
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated()
+    else:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            run()
+        peak = saved[0]
+    return run, seconds, peak
+
+
+def bench_one(name: str, batch: int, args, *, dtype) -> list[dict[str, Any]]:
+    spec, ctor, tkw, num_classes = MODELS[name]
+    x, y = _data(batch, num_classes)
+    tx = optax.sgd(1e-3)
+    stacked = spec["name"].startswith(STACKED)
+    variants: list[tuple[str, bool, bool]] = [("jit", False, False), ("jit+conv", True, False)]
+    if stacked:
+        variants.append(("jit+conv+scan", True, True))
+    runners, info = {}, {}
+    if args.nnx_jit:
+        model = _build(spec, fast_conv=False, scan=False, dtype=dtype)
+        runners["nnx.jit"], c, _ = nnx_jit_step(model, tx, x, y)
+        info["nnx.jit"] = {"compile_s": c, "memory": None}
+    for label, fast, scan in variants:
+        model = _build(spec, fast_conv=fast, scan=scan, dtype=dtype)
+        runners[label], c, mem = jax_split_step(model, tx, x, y)
+        info[label] = {"compile_s": c, "memory": mem}
+    use_torch = not args.no_torch and h.torch_available()
+    bf16 = dtype == jnp.bfloat16
+    if use_torch:
+        runners["torch"], _, peak = torch_step(ctor, tkw, x, y, compile_=False, bf16=bf16)
+        info["torch"] = {"compile_s": None, "torch_peak": peak}
+        if args.torch_compile:
+            try:
+                r, c, peak = torch_step(ctor, tkw, x, y, compile_=True, bf16=bf16)
+                runners["torch.compile"] = r
+                info["torch.compile"] = {"compile_s": c, "torch_peak": peak}
+            except Exception as e:  # noqa: BLE001 - inductor may be unavailable; say so
+                print(f"  torch.compile failed for {name}: {type(e).__name__}: {e}"[:300])
+    times = h.time_alternating(runners, repeats=args.repeats or (3 if args.quick else 7))
+    rows = []
+    ref = times["torch"]["median"] if "torch" in times else None
+    for label, t in times.items():
+        mem = info[label].get("memory")
+        row = {
+            "model": name,
+            "batch": batch,
+            "dtype": jnp.dtype(dtype).name,
+            "impl": label,
+            "step_ms": 1e3 * t["median"],
+            "images_per_s": batch / t["median"],
+            "vs_torch": None if ref is None else ref / t["median"],
+            "compile_s": info[label].get("compile_s"),
+            "peak_MiB": None,
+            "samples": t["samples"],
+        }
+        if mem is not None:
+            row["peak_MiB"] = (mem["temp"] + mem["argument"] + mem["output"]) / 2**20
+            row["xla_memory"] = mem
+        elif info[label].get("torch_peak") is not None:
+            row["peak_MiB"] = info[label]["torch_peak"] / 2**20
+        rows.append(row)
+        print(
+            f"  {name:18s} b{batch:<4d} {label:14s} {row['step_ms']:9.1f} ms "
+            f"{row['images_per_s']:8.0f} img/s  vs torch {row['vs_torch'] or float('nan'):.2f}x"
+            f"  compile {row['compile_s'] or float('nan'):.1f} s",
+            flush=True,
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = h.parser(__doc__.splitlines()[0])
+    p.add_argument("--models", default=None, help=f"comma list from {sorted(MODELS)}")
+    p.add_argument("--batch-sizes", default=None, help="comma list (default 64,128; quick 16)")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 compute instead of float32")
+    p.add_argument("--torch-compile", action="store_true", help="also time torch.compile")
+    p.add_argument("--nnx-jit", action="store_true", help="also time the nnx.jit step")
+    args = p.parse_args(argv)
+    models = args.models.split(",") if args.models else (QUICK if args.quick else FULL)
+    batches = (
+        [int(b) for b in args.batch_sizes.split(",")]
+        if args.batch_sizes
+        else ([16] if args.quick else [64, 128])
+    )
+    dtype = jnp.bfloat16 if args.bf16 else jnp.float32
+    h.header(f"train_step ({jnp.dtype(dtype).name})")
+    rows = []
+    for name in models:
+        for batch in batches:
+            rows.extend(bench_one(name, batch, args, dtype=dtype))
+    cols = ["model", "batch", "impl", "step_ms", "images_per_s", "vs_torch", "compile_s"]
+    print("\n" + h.format_table(rows, cols + ["peak_MiB"]))
+    suffix = "_bf16" if args.bf16 else ""
+    h.write_json(
+        f"train_step{suffix}",
+        {"dtype": jnp.dtype(dtype).name, "rows": rows, "argv": sys.argv[1:]},
+        quick=args.quick,
+        out=args.out,
+    )
+    return {"rows": rows}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""Backend-specific speed choices for relujax models and training steps.
+
+What is here and why (measured in ``benchmarks/``, see ``benchmarks/RESULTS.md``):
+
+* :func:`conv_general_dilated`: a drop-in for ``jax.lax.conv_general_dilated`` (it is the
+  ``conv_general_dilated=`` argument of ``flax.nnx.Conv``) whose backward pass is written out in
+  canonical NHWC/HWIO form: the input gradient is an ordinary forward convolution of the
+  cotangent with the flipped kernel, the kernel gradient is ``kh * kw`` plain matrix products.
+  On XLA:CPU the automatic transpose rule emits convolutions with exotic dimension labels; outside
+  a loop the layout pass repairs them with transposes, but inside a ``scan``/``while`` body it
+  cannot, and XLA falls back to its naive convolution loop (the "scan backward pathology":
+  >100x slower per step). With this rule a scanned stack of blocks trains at the unrolled speed,
+  so compile time stops growing with depth.
+* :func:`scan_blocks_by_default`: which of unrolled / scanned is fastest end to end per backend.
+
+Everything here is numerically the same computation as the plain JAX version (up to float
+summation order) and only used through explicit opt-in by the models and training code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+__all__ = ["conv_general_dilated", "default_backend", "scan_blocks_by_default", "use_fast_conv"]
+
+_NHWC = (0, 3, 1, 2)  # ConvDimensionNumbers spec of NHWC lhs/out: (batch, feature, spatial...)
+_HWIO = (3, 2, 0, 1)  # ... of an HWIO kernel: (out feature, in feature, spatial...)
+
+
+def default_backend() -> str:
+    """The platform of JAX's default backend: ``"cpu"``, ``"gpu"`` or ``"tpu"``."""
+    platform = jax.default_backend()
+    return "gpu" if platform in ("cuda", "rocm") else platform
+
+
+def scan_blocks_by_default(backend: str | None = None) -> bool:
+    """Whether a deep stack of identical blocks should be run with ``nnx.scan`` on ``backend``.
+
+    With :func:`conv_general_dilated` in the blocks, a scanned stack trains as fast as an
+    unrolled one on CPU and compiles in constant time, so scanning wins end to end everywhere.
+    Without it (plain ``lax`` convolutions), never scan convolutions on CPU.
+
+    Example:
+        >>> isinstance(scan_blocks_by_default("cpu"), bool)
+        True
+    """
+    del backend  # the same answer on cpu and gpu with the canonical-backward convolution
+    return True
+
+
+def _canonical_dims(dimension_numbers: Any, ndim: int) -> bool:
+    if ndim != 4:
+        return False
+    if dimension_numbers is None:
+        return False
+    if isinstance(dimension_numbers, lax.ConvDimensionNumbers):
+        return (
+            tuple(dimension_numbers.lhs_spec) == _NHWC
+            and tuple(dimension_numbers.rhs_spec) == _HWIO
+            and tuple(dimension_numbers.out_spec) == _NHWC
+        )
+    return tuple(dimension_numbers) == ("NHWC", "HWIO", "NHWC")
+
+
+def _explicit_padding(padding: Any, x_shape, w_shape, strides) -> list[tuple[int, int]] | None:
+    if isinstance(padding, str):
+        return [tuple(p) for p in lax.padtype_to_pads(x_shape[1:3], w_shape[:2], strides, padding)]
+    try:
+        pads = [(int(lo), int(hi)) for lo, hi in padding]
+    except (TypeError, ValueError):
+        return None
+    return pads if len(pads) == 2 else None
+
+
+def conv_general_dilated(
+    lhs: jax.Array,
+    rhs: jax.Array,
+    window_strides: Sequence[int],
+    padding: str | Sequence[tuple[int, int]],
+    lhs_dilation: Sequence[int] | None = None,
+    rhs_dilation: Sequence[int] | None = None,
+    dimension_numbers: Any = None,
+    feature_group_count: int = 1,
+    batch_group_count: int = 1,
+    precision: Any = None,
+    preferred_element_type: Any = None,
+    **kwargs: Any,
+) -> jax.Array:
+    """``lax.conv_general_dilated`` with a backward pass that XLA:CPU runs fast inside loops.
+
+    Same signature and result as :func:`jax.lax.conv_general_dilated`. The fast path covers
+    the convolutions of CNNs: 2-D, NHWC input, HWIO kernel, any strides and padding, no
+    dilation, no feature groups; anything else is passed to ``lax.conv_general_dilated``
+    unchanged. Use it as ``nnx.Conv(..., conv_general_dilated=conv_general_dilated)``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> x, w = jnp.ones((2, 8, 8, 3)), jnp.ones((3, 3, 3, 4))
+        >>> dn = ("NHWC", "HWIO", "NHWC")
+        >>> y = conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=dn)
+        >>> y.shape, float(y[0, 4, 4, 0])
+        ((2, 8, 8, 4), 27.0)
+    """
+    strides = tuple(int(s) for s in window_strides)
+    pads = _explicit_padding(padding, lhs.shape, rhs.shape, strides) if lhs.ndim == 4 else None
+    fast = (
+        _canonical_dims(dimension_numbers, lhs.ndim)
+        and pads is not None
+        and all(d == 1 for d in (lhs_dilation or (1, 1)))
+        and all(d == 1 for d in (rhs_dilation or (1, 1)))
+        and feature_group_count == 1
+        and batch_group_count == 1
+        and preferred_element_type is None
+        and kwargs.get("out_sharding") is None
+        and lhs.dtype == rhs.dtype
+    )
+    if not fast:
+        return lax.conv_general_dilated(
+            lhs,
+            rhs,
+            window_strides,
+            padding,
+            lhs_dilation=lhs_dilation,
+            rhs_dilation=rhs_dilation,
+            dimension_numbers=dimension_numbers,
+            feature_group_count=feature_group_count,
+            batch_group_count=batch_group_count,
+            precision=precision,
+            preferred_element_type=preferred_element_type,
+            **kwargs,
+        )
+    return _conv_nhwc(lhs, rhs, strides, tuple(pads), precision)
+
+
+def _forward(x, w, strides, pads, precision):
+    return lax.conv_general_dilated(
+        x, w, strides, pads, dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=precision
+    )
+
+
+def _conv_nhwc(x, w, strides, pads, precision):
+    return _conv_nhwc_p(x, w, strides, pads, precision)
+
+
+def _fwd(x, w, strides, pads, precision):
+    return _forward(x, w, strides, pads, precision), (x, w)
+
+
+def _bwd(strides, pads, precision, res, g):
+    x, w = res
+    kh, kw = w.shape[0], w.shape[1]
+    out_hw = g.shape[1:3]
+    # Input gradient: the cotangent, dilated by the stride, convolved with the kernel flipped in
+    # space and with in/out swapped; written as a forward NHWC/HWIO convolution.
+    w_t = jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2)
+    dx_pads = []
+    for n, k, s, o, (lo, _) in zip(x.shape[1:3], (kh, kw), strides, out_hw, pads, strict=True):
+        before = k - 1 - lo
+        after = n - 1 - (o - 1) * s + lo
+        dx_pads.append((before, after))
+    dx = lax.conv_general_dilated(
+        g,
+        w_t,
+        (1, 1),
+        dx_pads,
+        lhs_dilation=strides,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        precision=precision,
+    )
+    # Kernel gradient: a forward convolution with batch and feature roles swapped (the input as
+    # (Ci, H, W, N), the cotangent as an (Ho, Wo, N, Co) kernel dilated by the stride), which is
+    # what XLA does outside loops, but here with canonical dimension labels everywhere.
+    dw = lax.conv_general_dilated(
+        x.transpose(3, 1, 2, 0),
+        g.transpose(1, 2, 0, 3),
+        (1, 1),
+        pads,
+        rhs_dilation=strides,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        precision=precision,
+    )[:, :kh, :kw, :].transpose(1, 2, 0, 3)
+    dw = dw.astype(w.dtype)
+    return dx.astype(x.dtype), dw
+
+
+_conv_nhwc_p = jax.custom_vjp(_forward, nondiff_argnums=(2, 3, 4))
+_conv_nhwc_p.defvjp(_fwd, _bwd)
+
+
+def use_fast_conv(model: Any) -> Any:
+    """Makes every ``nnx.Conv`` inside ``model`` use :func:`conv_general_dilated`; returns it.
+
+    For models built elsewhere; new code can pass ``conv_general_dilated=conv_general_dilated``
+    to ``nnx.Conv`` directly. Parameters and results are unchanged.
+
+    Example:
+        >>> from flax import nnx
+        >>> conv = use_fast_conv(nnx.Conv(3, 4, (3, 3), rngs=nnx.Rngs(0)))
+        >>> conv.conv_general_dilated is conv_general_dilated
+        True
+    """
+    from flax import nnx
+
+    for _, module in nnx.iter_modules(model):
+        if isinstance(module, nnx.Conv):
+            module.conv_general_dilated = conv_general_dilated
+    return model

@@ -1,0 +1,71 @@
+"""Smoke tests: each benchmark's tiny mode runs end to end and writes sane JSON.
+
+The benchmarks themselves live in ``benchmarks/`` and are never collected by pytest; these only
+check that ``make bench`` cannot rot. Sizes are tiny, so no figure here means anything.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("benchmarks._harness")
+
+from benchmarks import _harness as h  # noqa: E402
+
+
+def test_time_alternating_orders_and_medians():
+    calls = []
+    out = h.time_alternating(
+        {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3, warmup=1
+    )
+    assert calls == ["a", "b"] * 4
+    assert set(out) == {"a", "b"} and out["a"]["n"] == 3
+    assert out["a"]["min"] <= out["a"]["median"]
+
+
+def test_format_table_and_machine_info():
+    table = h.format_table([{"x": 1.23456, "y": None}], ["x", "y"])
+    assert table.splitlines()[2] == "| 1.23 | - |"
+    info = h.machine_info()
+    assert info["jax"] and info["cpu_count"] >= 1 and info["backend"]
+
+
+def test_activations_quick(tmp_path):
+    from benchmarks import activations
+
+    out = tmp_path / "act.json"
+    activations.main(["--quick", "--only", "relu,gelu", "--repeats", "1", "--out", str(out)])
+    doc = json.loads(out.read_text())
+    rows = {r["function"]: r for r in doc["rows"]}
+    assert set(rows) == {"relu", "gelu"}
+    assert rows["relu"]["residual_B_per_elt"] <= 1.0
+    assert rows["relu"]["fb_ms_relujax"] > 0 and rows["relu"]["fb_ms_limit"] > 0
+    hlo = {r["function"]: r for r in doc["hlo"]}
+    assert hlo["relu"]["fusions_relujax"] == hlo["relu"]["fusions_jax.nn"]
+    assert doc["machine"]["cpu"]
+
+
+def test_train_step_quick(tmp_path):
+    from benchmarks import train_step
+
+    out = tmp_path / "ts.json"
+    train_step.main(
+        ["--models", "netresdeep10", "--batch-sizes", "4", "--repeats", "1", "--out", str(out)]
+    )
+    rows = json.loads(out.read_text())["rows"]
+    impls = {r["impl"] for r in rows}
+    assert {"jit", "jit+conv", "jit+conv+scan"} <= impls
+    assert all(r["images_per_s"] > 0 for r in rows)
+    assert all(r["compile_s"] > 0 for r in rows if r["impl"].startswith("jit"))
+
+
+def test_compile_time_quick(tmp_path):
+    from benchmarks import compile_time
+
+    out = tmp_path / "ct.json"
+    compile_time.main(["--depths", "2", "--batch-size", "2", "--repeats", "1", "--out", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert {r["variant"] for r in rows} == {"unrolled", "unrolled+conv", "scan+conv", "scan"}
+    assert all(r["compile_s"] > 0 and r["step_ms"] > 0 for r in rows)

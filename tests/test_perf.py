@@ -1,0 +1,91 @@
+"""relujax._src.perf: the canonical-backward convolution equals lax's, value and gradients."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from jax import lax
+
+from relujax._src import perf
+
+DN = ("NHWC", "HWIO", "NHWC")
+
+
+@pytest.mark.parametrize(
+    "size,k,stride,padding",
+    [
+        (9, 3, 1, "SAME"),
+        (8, 3, 2, "SAME"),
+        (9, 1, 2, "VALID"),
+        (10, 3, 2, ((1, 1), (1, 1))),
+        (7, 7, 2, ((3, 3), (3, 3))),
+        (6, 3, 1, ((0, 2), (2, 0))),
+    ],
+)
+def test_conv_matches_lax(size, k, stride, padding):
+    x = jax.random.normal(jax.random.key(0), (2, size, size, 3), jnp.float64)
+    w = jax.random.normal(jax.random.key(1), (k, k, 3, 4), jnp.float64)
+
+    def ref(x, w):
+        return lax.conv_general_dilated(x, w, (stride, stride), padding, dimension_numbers=DN)
+
+    def new(x, w):
+        return perf.conv_general_dilated(x, w, (stride, stride), padding, dimension_numbers=DN)
+
+    y0, vjp0 = jax.vjp(ref, x, w)
+    y1, vjp1 = jax.vjp(new, x, w)
+    g = jax.random.normal(jax.random.key(2), y0.shape, jnp.float64)
+    np.testing.assert_allclose(y1, y0, rtol=1e-12, atol=1e-12)
+    for a, b in zip(vjp1(g), vjp0(g), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_conv_falls_back_for_other_layouts():
+    x = jnp.ones((1, 3, 5, 5), jnp.float32)
+    w = jnp.ones((4, 3, 3, 3), jnp.float32)
+    dn = ("NCHW", "OIHW", "NCHW")
+    y = perf.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=dn)
+    ref = lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=dn)
+    np.testing.assert_array_equal(y, ref)
+
+
+def test_grad_in_scan_equals_unrolled():
+    w = jax.random.normal(jax.random.key(0), (3, 3, 3, 4, 4), jnp.float32) * 0.2
+    x = jax.random.normal(jax.random.key(1), (2, 6, 6, 4), jnp.float32)
+
+    def body(h, wi):
+        return jnp.tanh(
+            perf.conv_general_dilated(h, wi, (1, 1), "SAME", dimension_numbers=DN)
+        ), None
+
+    def scanned(w):
+        return jnp.sum(lax.scan(body, x, w)[0])
+
+    def unrolled(w):
+        h = x
+        for i in range(3):
+            h = jnp.tanh(lax.conv_general_dilated(h, w[i], (1, 1), "SAME", dimension_numbers=DN))
+        return jnp.sum(h)
+
+    np.testing.assert_allclose(jax.grad(scanned)(w), jax.grad(unrolled)(w), rtol=1e-5, atol=1e-5)
+
+
+def test_use_fast_conv_keeps_outputs():
+    model = nnx.Sequential(
+        nnx.Conv(3, 4, (3, 3), rngs=nnx.Rngs(0)),
+        nnx.Conv(4, 2, (3, 3), strides=2, rngs=nnx.Rngs(1)),
+    )
+    x = jnp.ones((2, 8, 8, 3), jnp.float32)
+    before = model(x)
+    perf.use_fast_conv(model)
+    convs = [m for _, m in nnx.iter_modules(model) if isinstance(m, nnx.Conv)]
+    assert all(c.conv_general_dilated is perf.conv_general_dilated for c in convs)
+    np.testing.assert_allclose(model(x), before, rtol=1e-6, atol=1e-6)
+
+
+def test_scan_blocks_by_default_is_bool():
+    assert isinstance(perf.scan_blocks_by_default(), bool)
+    assert perf.default_backend() in ("cpu", "gpu", "tpu")
