@@ -206,7 +206,7 @@ def test_single_device_mesh_in_process(small):
 
 @pytest.mark.slow
 def test_batches_split_over_two_devices():
-    """A fresh process with 2 CPU devices: each holds half of every batch."""
+    """A fresh process with 2 CPU devices (and x64 off): each holds half of every batch."""
     code = textwrap.dedent(
         """
         import jax, numpy as np
@@ -225,7 +225,9 @@ def test_batches_split_over_two_devices():
         ref = rdata.normalize(rdata.augment(jax.random.key(0), ds.x_train[np.asarray(idx[0])]),
                               ds.mean, ds.std)
         np.testing.assert_allclose(np.asarray(xb), np.asarray(ref), rtol=1e-6, atol=1e-6)
-        print("OK")
+        assert not jax.config.jax_enable_x64
+        print(np.asarray(idx).ravel().tolist())
+        print(np.asarray(rdata.augment(jax.random.key(9), ds.x_train)).ravel().tolist())
         """
     )
     env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="2")
@@ -233,4 +235,11 @@ def test_batches_split_over_two_devices():
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
     )
-    assert out.returncode == 0 and out.stdout.strip() == "OK", out.stderr[-3000:]
+    assert out.returncode == 0, out.stderr[-3000:]
+    # The same order, crops and flips with jax_enable_x64 (this process) as without (that one).
+    ds = rdata.load_dataset("synthetic", n_train=64, n_test=8, image_size=8)
+    idx, _ = rdata.epoch_indices(64, 16, seed=0, epoch=0)
+    lines = out.stdout.strip().splitlines()
+    assert lines[0] == str(np.asarray(idx).ravel().tolist())
+    aug = rdata.augment(jax.random.key(9), ds.x_train)
+    assert lines[1] == str(np.asarray(aug).ravel().tolist())

@@ -125,7 +125,8 @@ def augment(key: ArrayLike, images: ArrayLike, *, pad: int = 4, flip: bool = Tru
     offsets = jax.random.randint(crop_key, (n, 2), 0, 2 * pad + 1, dtype=jnp.int32)
     cols = jnp.arange(w, dtype=jnp.int32)
     if flip:
-        mirror = jax.random.bernoulli(flip_key, 0.5, (n,))
+        # int32 draws: the same crops and flips with or without jax_enable_x64.
+        mirror = jax.random.randint(flip_key, (n,), 0, 2, dtype=jnp.int32) == 1
         cols = jnp.where(mirror[:, None], w - 1 - cols, cols)
     rows = offsets[:, 0, None] + jnp.arange(h, dtype=jnp.int32)
     cols = offsets[:, 1, None] + cols
