@@ -207,3 +207,12 @@ def test_impl_exports_match_public():
     for name in NAMES:
         assert getattr(impl, name) is getattr(relujax, name)
     assert isinstance(relujax.ACTIVATIONS, types.MappingProxyType)
+
+
+def test_plot_command_writes_a_small_png(tmp_path):
+    from relujax import plot
+
+    out = tmp_path / "sub" / "activations.png"
+    plot.main(["--out", str(out)])
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and 10_000 < len(data) < 300_000
