@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from test_activations_values import CASES
 
@@ -76,3 +77,45 @@ def test_residual_bytes_counts_what_is_kept():
     assert residual_bytes(jax.nn.relu, x) >= 1.0
     with pytest.raises(ValueError, match="residual_bytes: expected a non-empty x"):
         residual_bytes(jnp.sin, jnp.zeros((0,)))
+
+
+PIECEWISE = [s for s in relujax.ACTIVATIONS.values() if s.piecewise_linear]
+
+
+@pytest.mark.parametrize("s", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("spec", PIECEWISE, ids=lambda s: s.name)
+def test_bits_residual_is_one_bit_per_element_with_equal_gradients(spec, s):
+    """residual="bits": 1 bit per element (2 bits for 0 < s < 1), gradients bit-identical."""
+    x = jax.random.normal(jax.random.key(0), (3, 37, 5), jnp.float32) * 8  # n % 8 != 0
+    x = x.at[0, 0].set(0.0).at[1, 1].set(6.0)  # kinks
+    kw = {**spec.default_kwargs, "subgradient": s}
+    bits_per_element = 1 if s in (0.0, 1.0) else 2
+    measured = residual_bytes(spec.fn, x, **kw, residual="bits")
+    assert measured <= bits_per_element / 8 + (1 + CONSTANT_BYTES) / x.size
+    if spec.name == "rrelu":
+        kw["key"] = jax.random.key(1)  # training mode: slopes drawn from the key
+
+    def grads(residual):
+        def f(x):
+            return spec.fn(x, **kw, residual=residual)
+
+        return (
+            jax.grad(lambda x: jnp.sum(f(x) * x))(x),
+            jax.jvp(f, (x,), (x,))[1],
+            jax.vmap(jax.grad(lambda r: jnp.sum(f(r) ** 2)))(x),
+        )
+
+    mask, bits = jax.jit(lambda x: (grads("mask"), grads("bits")))(x)
+    for m, b in zip(mask, bits, strict=True):
+        np.testing.assert_array_equal(b, m)
+
+
+def test_bits_residual_in_bfloat16_and_bad_mode():
+    x = jnp.linspace(-2.0, 2.0, 99, dtype=jnp.bfloat16)
+    g = jax.grad(lambda x: jnp.sum(relujax.relu(x, residual="bits").astype(jnp.float32)))(x)
+    assert g.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(g, (x > 0).astype(jnp.bfloat16))
+    with pytest.raises(
+        ValueError, match=r"relujax\.prelu: expected residual .*'mask'.*'bits'.*'1bit'"
+    ):
+        relujax.prelu(x, 0.25, residual="1bit")

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.typing import ArrayLike
 
-from relujax._src.activations import _checks
+from relujax._src.activations import _bits, _checks
 from relujax._src.activations._rules import (
     add_tangents,
     compute_dtype,
@@ -43,13 +43,29 @@ def _region(mode: str, x: jax.Array, hi: float | None) -> jax.Array:
     return inside.astype(jnp.int8) * 2 + kink.astype(jnp.int8)
 
 
-@linear
-def _tangent(region: jax.Array, flat: jax.Array | None, kink: jax.Array | None, g: jax.Array):
+def _select(region: jax.Array, flat: jax.Array | None, kink: jax.Array | None, g: jax.Array):
     """g on the identity side, kink * g at a kink (int8 code only), flat * g elsewhere."""
     other = jnp.zeros_like(g) if flat is None else _mul(flat, g)
     if region.dtype == jnp.bool_:
         return jnp.where(region, g, other)
     return lax.select_n(region, other, _mul(kink, g), g)
+
+
+@linear
+def _select_unpacked(region, flat, kink, g):
+    return _select(region, flat, kink, g)
+
+
+@linear
+def _select_packed(packed, flat, kink, g):
+    return _select(_bits.unpack(packed, g.shape), flat, kink, g)
+
+
+def _tangent(residual: str, region: jax.Array, flat, kink, g: jax.Array) -> jax.Array:
+    """The x-tangent; the backward pass keeps `region` as it is ("mask") or packed ("bits")."""
+    if residual == "bits":
+        return _select_packed(_bits.pack(region), flat, kink, g)
+    return _select_unpacked(region, flat, kink, g)
 
 
 def _kink_slope(flat: jax.Array | None, s: jax.Array) -> jax.Array:
@@ -59,23 +75,23 @@ def _kink_slope(flat: jax.Array | None, s: jax.Array) -> jax.Array:
 # --- relu and relu6: flat slope 0 -------------------------------------------------------------
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
-def _clipped(mode: str, hi: float | None, x: jax.Array, s: jax.Array) -> jax.Array:
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
+def _clipped(mode: str, residual: str, hi: float | None, x: jax.Array, s: jax.Array) -> jax.Array:
     y = jnp.maximum(x, jnp.zeros((), x.dtype))
     return y if hi is None else jnp.minimum(y, jnp.asarray(hi, x.dtype))
 
 
 @functools.partial(_clipped.defjvp, symbolic_zeros=True)
-def _clipped_jvp(mode, hi, primals, tangents):
+def _clipped_jvp(mode, residual, hi, primals, tangents):
     x, s = primals
     g, _ = tangents  # subgradient is a convention, not differentiated
-    y = _clipped(mode, hi, x, s)
+    y = _clipped(mode, residual, hi, x, s)
     if is_zero(g):
         return y, jnp.zeros_like(y)
-    return y, _tangent(_region(mode, x, hi), None, s.astype(x.dtype), g)
+    return y, _tangent(residual, _region(mode, x, hi), None, s.astype(x.dtype), g)
 
 
-def relu(x: ArrayLike, *, subgradient: float = 0.0) -> jax.Array:
+def relu(x: ArrayLike, *, subgradient: float = 0.0, residual: str = "mask") -> jax.Array:
     r"""Rectified linear unit, :math:`\max(x, 0)`, with a chosen derivative at 0.
 
     The derivative is 1 for :math:`x > 0`, 0 for :math:`x < 0` and `subgradient` at 0 (default
@@ -85,6 +101,8 @@ def relu(x: ArrayLike, *, subgradient: float = 0.0) -> jax.Array:
     Args:
       x: floating array (float16, bfloat16, float32 or float64).
       subgradient: derivative at the kink x = 0, a number in [0, 1] (may be traced).
+      residual: what the backward pass keeps: "mask" (1 byte per element) or "bits"
+        (packed: 1 bit per element, 2 bits for a subgradient other than 0 and 1).
 
     Returns:
       An array of the shape and dtype of `x`.
@@ -98,10 +116,11 @@ def relu(x: ArrayLike, *, subgradient: float = 0.0) -> jax.Array:
     """
     x = _checks.floating_input("relu", x)
     mode, s = _checks.subgradient("relu", subgradient)
-    return _clipped(mode, None, x, jnp.asarray(s, x.dtype))
+    residual = _bits.check_residual("relu", residual)
+    return _clipped(mode, residual, None, x, jnp.asarray(s, x.dtype))
 
 
-def relu6(x: ArrayLike, *, subgradient: float = 0.0) -> jax.Array:
+def relu6(x: ArrayLike, *, subgradient: float = 0.0, residual: str = "mask") -> jax.Array:
     r"""ReLU capped at 6, :math:`\min(\max(x, 0), 6)`, with a chosen derivative at both kinks.
 
     The derivative is 1 on :math:`(0, 6)`, 0 outside :math:`[0, 6]`, and `subgradient` at
@@ -110,6 +129,8 @@ def relu6(x: ArrayLike, *, subgradient: float = 0.0) -> jax.Array:
     Args:
       x: floating array (float16, bfloat16, float32 or float64).
       subgradient: derivative at the kinks x = 0 and x = 6, a number in [0, 1].
+      residual: what the backward pass keeps: "mask" (1 byte per element) or "bits"
+        (packed: 1 bit per element, 2 bits for a subgradient other than 0 and 1).
 
     Returns:
       An array of the shape and dtype of `x`.
@@ -121,25 +142,26 @@ def relu6(x: ArrayLike, *, subgradient: float = 0.0) -> jax.Array:
     """
     x = _checks.floating_input("relu6", x)
     mode, s = _checks.subgradient("relu6", subgradient)
-    return _clipped(mode, 6.0, x, jnp.asarray(s, x.dtype))
+    residual = _bits.check_residual("relu6", residual)
+    return _clipped(mode, residual, 6.0, x, jnp.asarray(s, x.dtype))
 
 
 # --- leaky_relu, prelu, rrelu (evaluation): a flat slope a --------------------------------------
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
-def _leaky(mode: str, x: jax.Array, slope: jax.Array, s: jax.Array) -> jax.Array:
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+def _leaky(mode: str, residual: str, x: jax.Array, slope: jax.Array, s: jax.Array) -> jax.Array:
     return jnp.where(x > 0, x, _mul(slope, x))
 
 
 @functools.partial(_leaky.defjvp, symbolic_zeros=True)
-def _leaky_jvp(mode, primals, tangents):
+def _leaky_jvp(mode, residual, primals, tangents):
     x, slope, s = primals
     g, t_slope, _ = tangents
-    y = _leaky(mode, x, slope, s)
+    y = _leaky(mode, residual, x, slope, s)
     dx = dslope = None
     if not is_zero(g):
-        dx = _tangent(_region(mode, x, None), slope, _kink_slope(slope, s), g)
+        dx = _tangent(residual, _region(mode, x, None), slope, _kink_slope(slope, s), g)
     if not is_zero(t_slope):
         # d/da (a * x) = x on the flat side (x <= 0), 0 on the identity side: min(x, 0).
         dslope = scale_param(jnp.minimum(x, jnp.zeros((), x.dtype)), t_slope)
@@ -149,7 +171,11 @@ def _leaky_jvp(mode, primals, tangents):
 
 
 def leaky_relu(
-    x: ArrayLike, negative_slope: ArrayLike = 0.01, *, subgradient: float = 0.0
+    x: ArrayLike,
+    negative_slope: ArrayLike = 0.01,
+    *,
+    subgradient: float = 0.0,
+    residual: str = "mask",
 ) -> jax.Array:
     r"""Leaky ReLU: :math:`x` for :math:`x > 0`, :math:`a x` otherwise (:math:`a` = slope).
 
@@ -161,6 +187,8 @@ def leaky_relu(
       x: floating array (float16, bfloat16, float32 or float64).
       negative_slope: slope :math:`a` for :math:`x < 0`, a scalar (may be traced).
       subgradient: position of the derivative at 0 between `a` (0) and 1 (1).
+      residual: what the backward pass keeps: "mask" (1 byte per element) or "bits"
+        (packed: 1 bit per element, 2 bits for a subgradient other than 0 and 1).
 
     Returns:
       An array of the shape and dtype of `x`.
@@ -174,10 +202,13 @@ def leaky_relu(
     slope = _checks.hyperparameter("leaky_relu", "negative_slope", negative_slope, x)
     _checks.check_range("leaky_relu", "negative_slope", negative_slope)
     mode, s = _checks.subgradient("leaky_relu", subgradient)
-    return _leaky(mode, x, slope, jnp.asarray(s, x.dtype))
+    residual = _bits.check_residual("leaky_relu", residual)
+    return _leaky(mode, residual, x, slope, jnp.asarray(s, x.dtype))
 
 
-def prelu(x: ArrayLike, alpha: ArrayLike, *, subgradient: float = 0.0) -> jax.Array:
+def prelu(
+    x: ArrayLike, alpha: ArrayLike, *, subgradient: float = 0.0, residual: str = "mask"
+) -> jax.Array:
     r"""Parametric ReLU (He et al., 2015): leaky ReLU with a learned slope :math:`\alpha`.
 
     `alpha` is a scalar, or a per-channel vector of shape `(C,)` (or `(1,)`, as PyTorch's
@@ -189,6 +220,8 @@ def prelu(x: ArrayLike, alpha: ArrayLike, *, subgradient: float = 0.0) -> jax.Ar
       x: floating array (float16, bfloat16, float32 or float64), channels last.
       alpha: slope for :math:`x < 0`, shape `()`, `(1,)` or `(x.shape[-1],)`.
       subgradient: position of the derivative at 0 between `alpha` (0) and 1 (1).
+      residual: what the backward pass keeps: "mask" (1 byte per element) or "bits"
+        (packed: 1 bit per element, 2 bits for a subgradient other than 0 and 1).
 
     Returns:
       An array of the shape and dtype of `x`.
@@ -208,7 +241,8 @@ def prelu(x: ArrayLike, alpha: ArrayLike, *, subgradient: float = 0.0) -> jax.Ar
     if slope.shape == (1,):
         slope = slope.reshape(())
     mode, s = _checks.subgradient("prelu", subgradient)
-    return _leaky(mode, x, slope, jnp.asarray(s, x.dtype))
+    residual = _bits.check_residual("prelu", residual)
+    return _leaky(mode, residual, x, slope, jnp.asarray(s, x.dtype))
 
 
 # --- rrelu (training): one random slope per element ---------------------------------------------
@@ -218,26 +252,29 @@ def _slopes(key: jax.Array, x_like: jax.Array, lower: jax.Array, upper: jax.Arra
     return jax.random.uniform(key, x_like.shape, x_like.dtype, lower, upper)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
-def _random_leaky(mode, x, key, lower, upper, s):
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+def _random_leaky(mode, residual, x, key, lower, upper, s):
     return jnp.where(x > 0, x, _slopes(key, x, lower, upper) * x)
 
 
 @linear
-def _random_tangent(region, key, lower, upper, s, g):
+def _random_tangent(stored, key, lower, upper, s, g):
     # The slopes are drawn again from the key here instead of being kept: 1 byte per element.
+    region = _bits.unpack(stored, g.shape) if stored.dtype == jnp.uint8 else stored
     slopes = _slopes(key, g, lower, upper)
-    return _tangent(region, slopes, _kink_slope(slopes, s), g)
+    return _select(region, slopes, _kink_slope(slopes, s), g)
 
 
 @functools.partial(_random_leaky.defjvp, symbolic_zeros=True)
-def _random_leaky_jvp(mode, primals, tangents):
+def _random_leaky_jvp(mode, residual, primals, tangents):
     x, key, lower, upper, s = primals
     g = tangents[0]  # the bounds of the random slopes are not trained
-    y = _random_leaky(mode, x, key, lower, upper, s)
+    y = _random_leaky(mode, residual, x, key, lower, upper, s)
     if is_zero(g):
         return y, jnp.zeros_like(y)
-    return y, _random_tangent(_region(mode, x, None), key, lower, upper, s, g)
+    region = _region(mode, x, None)
+    stored = _bits.pack(region) if residual == "bits" else region
+    return y, _random_tangent(stored, key, lower, upper, s, g)
 
 
 def _check_key(key: object) -> jax.Array:
@@ -264,6 +301,7 @@ def rrelu(
     upper: ArrayLike = 1.0 / 3.0,
     *,
     subgradient: float = 0.0,
+    residual: str = "mask",
 ) -> jax.Array:
     r"""Randomized leaky ReLU (Xu et al., 2015): a random negative slope per element.
 
@@ -279,6 +317,8 @@ def rrelu(
       lower: lower bound of the slopes (default 1/8).
       upper: upper bound of the slopes (default 1/3), at least `lower`.
       subgradient: position of the derivative at 0 between the slope (0) and 1 (1).
+      residual: what the backward pass keeps: "mask" (1 byte per element) or "bits"
+        (packed: 1 bit per element, 2 bits for a subgradient other than 0 and 1).
 
     Returns:
       An array of the shape and dtype of `x`.
@@ -302,8 +342,9 @@ def rrelu(
             f"relujax.rrelu: expected lower <= upper, got lower={lo_v} and upper={hi_v}."
         )
     mode, s = _checks.subgradient("rrelu", subgradient)
+    residual = _bits.check_residual("rrelu", residual)
     s = jnp.asarray(s, x.dtype)
     if key is None:
-        return _leaky(mode, x, (lo + hi.astype(lo.dtype)) / 2, s)
+        return _leaky(mode, residual, x, (lo + hi.astype(lo.dtype)) / 2, s)
     key = _check_key(key)
-    return _random_leaky(mode, x, key, lo.astype(x.dtype), hi.astype(x.dtype), s)
+    return _random_leaky(mode, residual, x, key, lo.astype(x.dtype), hi.astype(x.dtype), s)
