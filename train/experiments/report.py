@@ -32,7 +32,8 @@ def load_run(folder: pathlib.Path) -> dict[str, Any] | None:
     summary_path = folder / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     last = history[-1]
-    label, book_params, book_train, book_val = BOOK.get(folder.name, (folder.name, None, None, None))
+    default = (folder.name, None, None, None)
+    label, book_params, book_train, book_val = BOOK.get(folder.name, default)
     return {
         "run": folder.name,
         "label": label,
@@ -87,7 +88,8 @@ def chart(rows: list[dict[str, Any]], path: pathlib.Path, title: str) -> None:
     ax.bar(x + 0.2, [r["val"] or 0 for r in rows], 0.4, label="val")
     book = [(i, r["book_val"]) for i, r in enumerate(rows) if r["book_val"] is not None]
     if book:
-        ax.plot(*zip(*[(i + 0.2, v) for i, v in book]), "k_", ms=18, mew=2, label="book val")
+        xs = [i + 0.2 for i, _ in book]
+        ax.plot(xs, [v for _, v in book], "k_", ms=18, mew=2, label="book val")
     ax.set_xticks(x, [r["label"] for r in rows], rotation=30, ha="right")
     ax.set_ylim(0.7, 1.0)
     ax.set_ylabel("accuracy")
