@@ -1,192 +1,174 @@
 """How long one epoch of CIFAR-2 batches takes to produce on device, against a training epoch.
 
-Measures, for one epoch of batches (batch 64, augmented: pad-4 crop + flip, as the improved
-presets):
+For one epoch of batches (batch 64, augmented with pad-4 crop + flip as the improved presets),
+candidates timed in turn in one process (medians of alternating rounds; compile time apart):
 
-* ``pipeline (per-batch jit)``: a jitted ``get_batch`` called once per batch, as a training
-  loop that feeds batches to a separate step would;
-* ``pipeline (one scan)``: all batches of the epoch produced inside one ``lax.scan`` (no
-  dispatch), the pipeline's raw on-device throughput;
-* ``netdepth step + pipeline``: a NetDepth SGD training step that gathers and augments its own
-  batch (what relujax.training does), against ``netdepth step, fixed batch``: the same step on
-  one pre-made batch, so the difference is what the pipeline costs inside training.
+* ``pipeline, per-batch jit``: a jitted ``get_batch`` dispatched once per batch (all batches
+  kept and waited for), as a loop that feeds a separate step would;
+* ``pipeline, one scan``: all batches of the epoch produced inside one ``lax.scan`` (no
+  dispatch): the pipeline's raw on-device throughput;
+* ``netdepth step + pipeline``: a NetDepth SGD step (lr 1e-2, as the book) that gathers and
+  augments its own batch, as ``relujax.training`` does;
+* ``netdepth step, fixed batch``: the same step on one pre-made batch: the difference from the
+  previous row is what the input pipeline costs inside training.
 
-Compile time is reported apart (the first call); times are medians over ``--repeats`` epochs.
-Uses CIFAR-2 from ``--data-dir`` (default ``$RELUJAX_DATA``, else ``../shared/data`` when it is
-there), else the synthetic set of the same size. Prints a table and writes JSON.
+Data: CIFAR-2 from ``--data-dir`` (default ``$RELUJAX_DATA``, else ``../shared/data`` when
+present), else the synthetic set of the same size (10,000 train images).
 
-    python -m benchmarks.input_pipeline --data-dir ../shared/data --repeats 3
+    python -m benchmarks.input_pipeline --data-dir ../shared/data   # ~3 min on 2 CPU cores
+    python -m benchmarks.input_pipeline --quick                     # 1,024 images, seconds
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import pathlib
-import platform
-import statistics
 import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
+from benchmarks import _harness as h
 from relujax import data as rdata
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _load(data_dir: str | None) -> rdata.Dataset:
-    candidates = [data_dir] if data_dir else [None, str(ROOT.parent / "shared" / "data")]
-    for d in candidates:
+def _load(data_dir: str | None, quick: bool) -> rdata.Dataset:
+    if quick:
+        return rdata.load_dataset("synthetic", n_train=1024, n_test=256)
+    last = None
+    for d in [data_dir] if data_dir else [None, str(ROOT.parent / "shared" / "data")]:
         try:
             return rdata.load_dataset("cifar2", d, download=False)
         except rdata.DataError as e:
             last = e
-    print(f"note: {last}; using the synthetic set of the same size instead")
+    print(f"note: {last}\nusing the synthetic set of the same size instead\n")
     return rdata.load_dataset("synthetic", n_train=10000, n_test=2000)
 
 
-def _time(fn, repeats: int) -> tuple[float, float]:
-    """(first call incl. compile, median of `repeats` later calls), seconds."""
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(0))
-    first = time.perf_counter() - t0
-    runs = []
-    for r in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(r + 1))
-        runs.append(time.perf_counter() - t0)
-    return first, statistics.median(runs)
-
-
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data-dir", default=None)
+    p = h.parser(__doc__.split("\n")[0])
+    p.add_argument("--data-dir", default=None, help="folder with CIFAR-2/10")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no-model", action="store_true", help="skip the NetDepth comparison")
-    p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "input_pipeline.json"))
     args = p.parse_args(argv)
+    repeats = args.repeats or (2 if args.quick else 3)
 
     t0 = time.perf_counter()
-    ds = _load(args.data_dir)
+    ds = _load(args.data_dir, args.quick)
     load_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    x, y, _, _ = jax.block_until_ready(rdata.put_on_device(ds))
+    x, y, _, _ = h.block(rdata.put_on_device(ds))
     put_s = time.perf_counter() - t0
     bs, n = args.batch_size, ds.n_train
     mean, std = jnp.asarray(ds.mean), jnp.asarray(ds.std)
-    key = jax.random.key(0)
+    idx, _ = rdata.epoch_indices(n, bs, seed=0, epoch=0)
+    keys = jax.random.split(jax.random.key(0), idx.shape[0])
+    num_batches = idx.shape[0]
 
-    def epoch_keys(epoch, num):
-        return jax.random.split(jax.random.fold_in(key, epoch), num)
+    compile_s: dict[str, float] = {}
+    fns = {}
+    batch, compile_s["pipeline, per-batch jit"] = h.compile_jitted(
+        jax.jit(lambda i, k: rdata.get_batch(x, y, i, mean=mean, std=std, augment_key=k)),
+        idx[0],
+        keys[0],
+    )
+    fns["pipeline, per-batch jit"] = lambda: [batch(idx[i], keys[i]) for i in range(num_batches)]
 
-    batch = jax.jit(lambda i, k: rdata.get_batch(x, y, i, mean=mean, std=std, augment_key=k))
-
-    def per_batch(epoch):
-        idx, _ = rdata.epoch_indices(n, bs, seed=0, epoch=epoch)
-        keys = epoch_keys(epoch, idx.shape[0])
-        # Keep every batch and wait for all: the CPU runs independent dispatches concurrently.
-        return [batch(idx[i], keys[i]) for i in range(idx.shape[0])]
-
-    @jax.jit
-    def scanned(idx, keys):
+    def scan_epoch(idx, keys):
         def body(acc, ik):
             xb, yb = rdata.get_batch(x, y, ik[0], mean=mean, std=std, augment_key=ik[1])
             return acc + xb.sum() + yb.sum(), None
 
         return jax.lax.scan(body, jnp.zeros((), jnp.float32), (idx, keys))[0]
 
-    def one_scan(epoch):
-        idx, _ = rdata.epoch_indices(n, bs, seed=0, epoch=epoch)
-        return scanned(idx, epoch_keys(epoch, idx.shape[0]))
-
-    num_batches = -(-n // bs)
-    rows = {}
-    rows["pipeline (per-batch jit)"] = _time(per_batch, args.repeats)
-    rows["pipeline (one scan)"] = _time(one_scan, args.repeats)
+    scanned, compile_s["pipeline, one scan"] = h.compile_jitted(jax.jit(scan_epoch), idx, keys)
+    fns["pipeline, one scan"] = lambda: scanned(idx, keys)
 
     if not args.no_model:
-        try:
-            from flax import nnx
+        from flax import nnx
 
-            from relujax.models import create_model
-        except ImportError as e:  # the models land separately
-            print(f"note: no NetDepth comparison ({e})")
-        else:
-            model = create_model("netdepth", rngs=nnx.Rngs(0))
-            graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-            tx = optax.sgd(1e-2)
+        from relujax.models import create_model
 
-            def loss_fn(prm, xb, yb):
+        model = create_model("netdepth", num_classes=ds.num_classes, rngs=nnx.Rngs(0))
+        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+        tx = optax.sgd(1e-2)
+        opt = tx.init(params)
+
+        def sgd(prm, opt, xb, yb):
+            def loss_fn(prm):
                 logits = nnx.merge(graphdef, prm, rest)(xb)
                 return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
 
-            def sgd(prm, opt, xb, yb):
-                grads = jax.grad(loss_fn)(prm, xb, yb)
-                updates, opt = tx.update(grads, opt, prm)
-                return optax.apply_updates(prm, updates), opt
+            updates, opt = tx.update(jax.grad(loss_fn)(prm), opt, prm)
+            return optax.apply_updates(prm, updates), opt
 
-            @jax.jit
-            def step_pipeline(prm, opt, i, k):
-                xb, yb = rdata.get_batch(x, y, i, mean=mean, std=std, augment_key=k)
-                return sgd(prm, opt, xb, yb)
+        def step_pipeline(prm, opt, i, k):
+            xb, yb = rdata.get_batch(x, y, i, mean=mean, std=std, augment_key=k)
+            return sgd(prm, opt, xb, yb)
 
-            fixed = rdata.get_batch(x, y, jnp.arange(bs), mean=mean, std=std)
-            step_fixed = jax.jit(lambda prm, opt: sgd(prm, opt, *fixed))
+        fixed = rdata.get_batch(x, y, idx[0], mean=mean, std=std, augment_key=keys[0])
+        name_p, name_f = "netdepth step + pipeline", "netdepth step, fixed batch"
+        step_p, compile_s[name_p] = h.compile_jitted(
+            jax.jit(step_pipeline), params, opt, idx[0], keys[0]
+        )
+        step_f, compile_s[name_f] = h.compile_jitted(jax.jit(sgd), params, opt, *fixed)
 
-            def train_epoch(with_pipeline):
-                def run(epoch):
-                    prm, opt = params, tx.init(params)
-                    idx, _ = rdata.epoch_indices(n, bs, seed=0, epoch=epoch)
-                    keys = epoch_keys(epoch, idx.shape[0])
-                    for i in range(idx.shape[0]):
-                        if with_pipeline:
-                            prm, opt = step_pipeline(prm, opt, idx[i], keys[i])
-                        else:
-                            prm, opt = step_fixed(prm, opt)
-                    return prm
+        def train_epoch(with_pipeline):
+            def run():
+                prm, o = params, opt
+                for i in range(num_batches):
+                    if with_pipeline:
+                        prm, o = step_p(prm, o, idx[i], keys[i])
+                    else:
+                        prm, o = step_f(prm, o, *fixed)
+                return prm
 
-                return run
+            return run
 
-            rows["netdepth step + pipeline"] = _time(train_epoch(True), args.repeats)
-            rows["netdepth step, fixed batch"] = _time(train_epoch(False), args.repeats)
+        fns[name_p] = train_epoch(True)
+        fns[name_f] = train_epoch(False)
 
-    device = jax.devices()[0]
-    machine = f"{device.platform} {device.device_kind}, {os.cpu_count()} CPU cores"
-    print(f"\n{ds.name} from {ds.source}: {n} training images, batch {bs}, {num_batches} batches")
-    print(f"machine: {machine}, jax {jax.__version__}; load average {os.getloadavg()[0]:.1f}")
-    print(f"host load {load_s:.2f} s, put_on_device {put_s:.3f} s\n")
-    print(f"{'epoch of batches':<30} {'first (compile)':>16} {'median':>10} {'images/s':>12}")
-    for name, (first, med) in rows.items():
-        print(f"{name:<30} {first:>14.3f} s {med:>8.3f} s {n / med:>12,.0f}")
-    result = {
+    times = h.time_alternating(fns, repeats=repeats, warmup=1)
+    h.header(f"input pipeline: one epoch of {ds.name} batches")
+    print(
+        f"{ds.name} from {ds.source}: {n} training images, batch {bs}, {num_batches} batches"
+        f"{' (the last one padded)' if n % bs else ''}, augmented; host load {load_s:.2f} s, "
+        f"put_on_device {put_s:.3f} s\n"
+    )
+    rows = [
+        {
+            "epoch of batches": name,
+            "compile s": compile_s[name],
+            "median s": t["median"],
+            "min s": t["min"],
+            "images/s": n / t["median"],
+        }
+        for name, t in times.items()
+    ]
+    if not args.no_model:
+        pipe, fixed_t = times[name_p]["median"], times[name_f]["median"]
+        alone = times["pipeline, per-batch jit"]["median"]
+        print(
+            f"pipeline alone: {100 * alone / fixed_t:.1f}% of a NetDepth epoch; inside the step "
+            f"it changes the epoch by {100 * (pipe - fixed_t) / fixed_t:+.1f}% (medians)\n"
+        )
+    print(h.format_table(rows, ["epoch of batches", "compile s", "median s", "min s", "images/s"]))
+    payload = {
         "dataset": ds.name,
         "source": ds.source,
         "n_train": n,
         "batch_size": bs,
         "augment": True,
-        "machine": machine,
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "load_average": os.getloadavg()[0],
         "host_load_s": load_s,
         "put_on_device_s": put_s,
-        "epochs": {
-            k: {"first_s": f, "median_s": m, "images_per_s": n / m} for k, (f, m) in rows.items()
-        },
+        "compile_s": compile_s,
+        "times": times,
     }
-    if args.json:
-        out = pathlib.Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"\nwrote {out}")
-    return result
+    h.write_json("input_pipeline", payload, quick=args.quick, out=args.out)
+    return payload
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=4)
     main()
