@@ -31,7 +31,8 @@ def _curves(name: str, x: jax.Array) -> tuple[np.ndarray, np.ndarray]:
     def f(x):
         return spec.fn(x, **spec.default_kwargs)
 
-    return np.asarray(f(x)), np.asarray(jax.vmap(jax.grad(f))(x))
+    y, dy = jax.jit(lambda x: (f(x), jax.vmap(jax.grad(f))(x)))(x)
+    return np.asarray(y), np.asarray(dy)
 
 
 def plot_activations(out: str | pathlib.Path = "docs/activations.png", *, dpi: int = 72):

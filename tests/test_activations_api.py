@@ -216,3 +216,18 @@ def test_plot_command_writes_a_small_png(tmp_path):
     plot.main(["--out", str(out)])
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and 10_000 < len(data) < 300_000
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def test_strict_promotion_settings_are_respected(spec):
+    """Users running with strict dtype and rank promotion (as equinox's tests do) can use all."""
+    x = jax.random.normal(jax.random.key(0), (2, 3, 4), jnp.float32)
+    kw = dict(spec.default_kwargs)
+    if spec.name == "prelu":
+        kw["alpha"] = jnp.full((4,), 0.25, jnp.float32)  # per channel
+    with jax.numpy_rank_promotion("raise"), jax.numpy_dtype_promotion("strict"):
+        params = {k: jnp.asarray(kw[k], jnp.float32) for k in spec.params if k in kw}
+        others = {k: v for k, v in kw.items() if k not in params}
+        loss = lambda x, p: jnp.sum(spec.fn(x, **others, **p))  # noqa: E731
+        gx, gp = jax.jit(jax.grad(loss, argnums=(0, 1)))(x, params)
+    assert gx.shape == x.shape and all(gp[k].shape == params[k].shape for k in params)

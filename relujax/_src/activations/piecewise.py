@@ -240,6 +240,8 @@ def prelu(
     _checks.check_range("prelu", "alpha", alpha)
     if slope.shape == (1,):
         slope = slope.reshape(())
+    elif slope.ndim == 1:  # (C,) -> (1, ..., 1, C): explicit, so rank promotion never applies
+        slope = slope.reshape((1,) * (x.ndim - 1) + slope.shape)
     mode, s = _checks.subgradient("prelu", subgradient)
     residual = _bits.check_residual("prelu", residual)
     return _leaky(mode, residual, x, slope, jnp.asarray(s, x.dtype))
