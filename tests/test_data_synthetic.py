@@ -67,7 +67,7 @@ def test_learnable_within_two_epochs(two_class):
     opt = tx.init(params)
 
     def logits(p, xb):
-        return xb.reshape(xb.shape[0], -1) @ p["w"] + p["b"]
+        return xb.reshape(xb.shape[0], -1) @ p["w"] + p["b"][None, :]
 
     @jax.jit
     def step(p, o, idx_row):
@@ -80,7 +80,7 @@ def test_learnable_within_two_epochs(two_class):
     @jax.jit
     def correct(p, idx_row, mask_row):
         xb, yb = rdata.get_batch(xt, yt, idx_row, mean=ds.mean, std=ds.std)
-        return jnp.sum((logits(p, xb).argmax(-1) == yb) & mask_row)
+        return jnp.sum((logits(p, xb).argmax(-1).astype(jnp.int32) == yb) & mask_row)
 
     def accuracy(p):
         idx, mask = rdata.epoch_indices(ds.n_test, 256, seed=0, epoch=0, shuffle=False)

@@ -123,12 +123,12 @@ def augment(key: ArrayLike, images: ArrayLike, *, pad: int = 4, flip: bool = Tru
         return images
     crop_key, flip_key = jax.random.split(key)
     offsets = jax.random.randint(crop_key, (n, 2), 0, 2 * pad + 1, dtype=jnp.int32)
-    cols = jnp.arange(w, dtype=jnp.int32)
+    cols = jnp.arange(w, dtype=jnp.int32)[None, :]
     if flip:
         # int32 draws: the same crops and flips with or without jax_enable_x64.
         mirror = jax.random.randint(flip_key, (n,), 0, 2, dtype=jnp.int32) == 1
         cols = jnp.where(mirror[:, None], w - 1 - cols, cols)
-    rows = offsets[:, 0, None] + jnp.arange(h, dtype=jnp.int32)
+    rows = offsets[:, 0, None] + jnp.arange(h, dtype=jnp.int32)[None, :]
     cols = offsets[:, 1, None] + cols
     padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
     # Crop and flip as ONE gather: output[i, r, c] = padded[i, rows[i, r], cols[i, c]]. (A
@@ -161,6 +161,8 @@ def normalize(
             f"normalize: mean and std must have shape ({c},) (one per channel of images "
             f"{images.shape}), got {mean.shape} and {std.shape}"
         )
+    mean = mean.reshape((1,) * (images.ndim - 1) + (c,))  # explicit: no rank promotion
+    std = std.reshape(mean.shape)
     x = images.astype(compute)
     if images.dtype == jnp.uint8:
         x = x / compute(255)
