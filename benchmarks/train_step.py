@@ -9,8 +9,8 @@ process (medians of alternating rounds; compile time apart):
   donated, as ``relujax.training`` does (the ``python -m train`` step);
 * ``jit+conv``: the same with ``relujax._src.perf.conv_general_dilated`` in every conv;
 * ``jit+conv+scan``: and the stacks of identical blocks scanned (compile time flat in depth);
-* ``torch``: the PyTorch original (``tests/torch_models.py``), eager; ``torch.compile`` with
-  ``--torch-compile``.
+* ``torch``: the PyTorch original (``tests/torch_models.py``), eager; ``torch.compile`` for the
+  models named in ``--torch-compile``.
 
 Peak memory: XLA's compiled memory analysis (temporaries + arguments + outputs) for JAX; for
 PyTorch the bytes of tensors saved for backward (``saved_tensors_hooks``; on CUDA the allocator's
@@ -24,6 +24,7 @@ PyTorch autocast) instead of float32.
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from typing import Any
@@ -34,8 +35,10 @@ import numpy as np
 import optax
 from flax import nnx
 
+import relujax
 from benchmarks import _harness as h
 from relujax._src import perf
+from relujax._src.activations.memory import residual_bytes
 from relujax.models import create_model
 
 # name -> (relujax create_model kwargs, torch_models constructor and kwargs, num_classes)
@@ -71,12 +74,14 @@ def _data(batch: int, num_classes: int, seed: int = 0):
     return x, y
 
 
-def _build(spec: dict[str, Any], *, fast_conv: bool, scan: bool, dtype) -> nnx.Module:
+def _build(
+    spec: dict[str, Any], *, fast_conv: bool, scan: bool, dtype, activation=None
+) -> nnx.Module:
     kw = dict(spec)
     name = kw.pop("name")
     if name.startswith(STACKED):
         kw["scan_blocks"] = scan
-    model = create_model(name, rngs=nnx.Rngs(0), dtype=dtype, **kw)
+    model = create_model(name, rngs=nnx.Rngs(0), dtype=dtype, activation=activation, **kw)
     if fast_conv:
         perf.use_fast_conv(model)
     model.train()
@@ -207,7 +212,7 @@ def bench_one(name: str, batch: int, args, *, dtype) -> list[dict[str, Any]]:
     if use_torch:
         runners["torch"], _, peak = torch_step(ctor, tkw, x, y, compile_=False, bf16=bf16)
         info["torch"] = {"compile_s": None, "torch_peak": peak}
-        if args.torch_compile:
+        if args.torch_compile == "all" or name in args.torch_compile.split(","):
             try:
                 r, c, peak = torch_step(ctor, tkw, x, y, compile_=True, bf16=bf16)
                 runners["torch.compile"] = r
@@ -246,14 +251,77 @@ def bench_one(name: str, batch: int, args, *, dtype) -> list[dict[str, Any]]:
     return rows
 
 
+RESIDUAL_ACTIVATIONS = {
+    "jax.nn.relu": jax.nn.relu,
+    "relujax.relu": relujax.relu,
+    "relu(residual='bits')": functools.partial(relujax.relu, residual="bits"),
+}
+
+
+def bench_residual(args) -> list[dict[str, Any]]:
+    """NetResDeep's step with each relu's residual mode: XLA memory and step time, side by side."""
+    n_blocks, batch = (10, 16) if args.quick else (100, 64)
+    spec = {"name": "netresdeep", "n_blocks": n_blocks}
+    x, y = _data(batch, 2)
+    rows = []
+    for label, scan in (("jit+conv", False), ("jit+conv+scan", True)):
+        runners, mems, compiles = {}, {}, {}
+        for act_name, act in RESIDUAL_ACTIVATIONS.items():
+            model = _build(spec, fast_conv=True, scan=scan, dtype=jnp.float32, activation=act)
+            runners[act_name], compiles[act_name], mems[act_name] = jax_split_step(
+                model, optax.sgd(1e-3), x, y
+            )
+        times = h.time_alternating(runners, repeats=args.repeats or (3 if args.quick else 7))
+        base = times["relujax.relu"]["median"]
+        for act_name, t in times.items():
+            mem = mems[act_name]
+            row = {
+                "model": f"netresdeep{n_blocks}",
+                "batch": batch,
+                "impl": label,
+                "activation": act_name,
+                "residual_B_per_elt": residual_bytes(
+                    RESIDUAL_ACTIVATIONS[act_name], jnp.ones((64, 8, 8, 4), jnp.float32)
+                ),
+                "step_ms": 1e3 * t["median"],
+                "speed_vs_relujax.relu": base / t["median"],
+                "temp_MiB": None if mem is None else mem["temp"] / 2**20,
+                "compile_s": compiles[act_name],
+                "samples": t["samples"],
+            }
+            rows.append(row)
+            print(
+                f"  {label:14s} {act_name:22s} {row['step_ms']:8.1f} ms  "
+                f"temp {row['temp_MiB'] or float('nan'):7.1f} MiB",
+                flush=True,
+            )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = h.parser(__doc__.splitlines()[0])
     p.add_argument("--models", default=None, help=f"comma list from {sorted(MODELS)}")
     p.add_argument("--batch-sizes", default=None, help="comma list (default 64,128; quick 16)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 compute instead of float32")
-    p.add_argument("--torch-compile", action="store_true", help="also time torch.compile")
+    p.add_argument(
+        "--torch-compile",
+        default="",
+        help="comma list of models to also time with torch.compile (inductor), or 'all'",
+    )
     p.add_argument("--nnx-jit", action="store_true", help="also time the nnx.jit step")
+    p.add_argument(
+        "--residual",
+        action="store_true",
+        help="instead: NetResDeep memory/speed per relu residual mode (jax.nn, mask, bits)",
+    )
     args = p.parse_args(argv)
+    if args.residual:
+        h.header("train_step residual modes (float32)")
+        rows = bench_residual(args)
+        cols = ["model", "batch", "impl", "activation", "residual_B_per_elt", "step_ms"]
+        print("\n" + h.format_table(rows, cols + ["speed_vs_relujax.relu", "temp_MiB"]))
+        h.write_json("train_step_residual", {"rows": rows}, quick=args.quick, out=args.out)
+        return {"rows": rows}
     models = args.models.split(",") if args.models else (QUICK if args.quick else FULL)
     batches = (
         [int(b) for b in args.batch_sizes.split(",")]

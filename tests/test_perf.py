@@ -18,16 +18,16 @@ DN = ("NHWC", "HWIO", "NHWC")
     "size,k,stride,padding",
     [
         (9, 3, 1, "SAME"),
-        (8, 3, 2, "SAME"),
-        (9, 1, 2, "VALID"),
-        (10, 3, 2, ((1, 1), (1, 1))),
+        (8, 1, 2, "VALID"),
+        (9, 3, 2, ((1, 1), (1, 1))),
         (7, 7, 2, ((3, 3), (3, 3))),
         (6, 3, 1, ((0, 2), (2, 0))),
     ],
 )
 def test_conv_matches_lax(size, k, stride, padding):
-    x = jax.random.normal(jax.random.key(0), (2, size, size, 3), jnp.float64)
-    w = jax.random.normal(jax.random.key(1), (k, k, 3, 4), jnp.float64)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((2, size, size, 3)))
+    w = jnp.asarray(rng.standard_normal((k, k, 3, 4)))
 
     def ref(x, w):
         return lax.conv_general_dilated(x, w, (stride, stride), padding, dimension_numbers=DN)
@@ -35,11 +35,15 @@ def test_conv_matches_lax(size, k, stride, padding):
     def new(x, w):
         return perf.conv_general_dilated(x, w, (stride, stride), padding, dimension_numbers=DN)
 
-    y0, vjp0 = jax.vjp(ref, x, w)
-    y1, vjp1 = jax.vjp(new, x, w)
-    g = jax.random.normal(jax.random.key(2), y0.shape, jnp.float64)
+    @jax.jit
+    def both(x, w, g):
+        (y0, vjp0), (y1, vjp1) = jax.vjp(ref, x, w), jax.vjp(new, x, w)
+        return y0, y1, vjp0(g), vjp1(g)
+
+    g = jnp.asarray(rng.standard_normal(jax.eval_shape(ref, x, w).shape))
+    y0, y1, grads0, grads1 = both(x, w, g)
     np.testing.assert_allclose(y1, y0, rtol=1e-12, atol=1e-12)
-    for a, b in zip(vjp1(g), vjp0(g), strict=True):
+    for a, b in zip(grads1, grads0, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
 
 
@@ -53,8 +57,9 @@ def test_conv_falls_back_for_other_layouts():
 
 
 def test_grad_in_scan_equals_unrolled():
-    w = jax.random.normal(jax.random.key(0), (3, 3, 3, 4, 4), jnp.float32) * 0.2
-    x = jax.random.normal(jax.random.key(1), (2, 6, 6, 4), jnp.float32)
+    rng = np.random.default_rng(0)
+    w = jnp.asarray(0.2 * rng.standard_normal((3, 3, 3, 4, 4)), jnp.float32)
+    x = jnp.asarray(rng.standard_normal((2, 6, 6, 4)), jnp.float32)
 
     def body(h, wi):
         return jnp.tanh(
@@ -70,7 +75,8 @@ def test_grad_in_scan_equals_unrolled():
             h = jnp.tanh(lax.conv_general_dilated(h, w[i], (1, 1), "SAME", dimension_numbers=DN))
         return jnp.sum(h)
 
-    np.testing.assert_allclose(jax.grad(scanned)(w), jax.grad(unrolled)(w), rtol=1e-5, atol=1e-5)
+    got, want = jax.jit(lambda w: (jax.grad(scanned)(w), jax.grad(unrolled)(w)))(w)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_use_fast_conv_keeps_outputs():
@@ -79,11 +85,12 @@ def test_use_fast_conv_keeps_outputs():
         nnx.Conv(4, 2, (3, 3), strides=2, rngs=nnx.Rngs(1)),
     )
     x = jnp.ones((2, 8, 8, 3), jnp.float32)
-    before = model(x)
+    before = nnx.jit(lambda m, x: m(x))(model, x)
     perf.use_fast_conv(model)
     convs = [m for _, m in nnx.iter_modules(model) if isinstance(m, nnx.Conv)]
     assert all(c.conv_general_dilated is perf.conv_general_dilated for c in convs)
-    np.testing.assert_allclose(model(x), before, rtol=1e-6, atol=1e-6)
+    after = nnx.jit(lambda m, x: m(x))(model, x)
+    np.testing.assert_allclose(after, before, rtol=1e-6, atol=1e-6)
 
 
 def test_scan_blocks_by_default_is_bool():

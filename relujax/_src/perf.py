@@ -26,7 +26,12 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-__all__ = ["conv_general_dilated", "default_backend", "scan_blocks_by_default", "use_fast_conv"]
+__all__ = [
+    "conv_general_dilated",
+    "default_backend",
+    "scan_blocks_by_default",
+    "use_fast_conv",
+]
 
 _NHWC = (0, 3, 1, 2)  # ConvDimensionNumbers spec of NHWC lhs/out: (batch, feature, spatial...)
 _HWIO = (3, 2, 0, 1)  # ... of an HWIO kernel: (out feature, in feature, spatial...)
