@@ -4,7 +4,8 @@ Each is linear with slope 1 on its identity side and a constant "flat" slope els
 relu and relu6, the negative slope for the leaky ones). The derivative at a kink is
 `(1 - s) * flat slope + s * 1` for `subgradient=s`. The backward pass keeps one byte per
 element: a bool mask of the identity side when s is 0 or 1, or an int8 region code
-(0 flat, 1 kink, 2 identity) for any other s.
+(0 flat, 1 kink, 2 identity) for any other s; with `residual="bits"` that is packed to 1 bit
+per element (2 bits for the code).
 """
 
 from __future__ import annotations
