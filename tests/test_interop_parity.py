@@ -182,11 +182,10 @@ def test_resblock_parity(train):
 
 @pytest.mark.torch
 @pytest.mark.parametrize(
-    "shared,scan",
-    [(True, False), (True, True), (False, False), (False, True)],
-    ids=["shared", "shared-scan", "independent", "independent-scan"],
+    "shared,scan,train",
+    [(True, False, True), (True, True, False), (False, False, False), (False, True, True)],
+    ids=["shared-train", "shared-scan-eval", "independent-eval", "independent-scan-train"],
 )
-@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
 def test_netresdeep_parity(shared, scan, train):
     torch.manual_seed(0)
     tmodel = tm.NetResDeep(n_chans1=8, n_blocks=3, shared_blocks=shared)

@@ -115,11 +115,11 @@ def test_create_model_errors():
 
 def test_activation_forms():
     # A module class gives every layer its own instance (PReLU: own parameters).
-    model = rm.NetDepth(activation=PReLU, rngs=nnx.Rngs(0))
+    model = abstract(rm.NetDepth, activation=PReLU)
     assert n_params(model) == 16_130 + 4
     assert model.act1.fn is not model.act2.fn
     # A name works the same way; an instance is shared; a function is used as is.
-    assert n_params(rm.NetDepth(activation="prelu", rngs=nnx.Rngs(0))) == 16_130 + 4
+    assert n_params(abstract(rm.NetDepth, activation="prelu")) == 16_130 + 4
     shared = PReLU()
     model = rm.NetDepth(activation=shared, rngs=nnx.Rngs(0))
     assert model.act1.fn is shared and model.act4.fn is shared and n_params(model) == 16_131
@@ -128,7 +128,7 @@ def test_activation_forms():
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     # Book defaults: tanh for Net..NetBatchNorm, relu for NetDepth and the ResNets.
     assert rm.Net(rngs=nnx.Rngs(0)).act1.fn is jnp.tanh
-    assert isinstance(rm.resnet20(rngs=nnx.Rngs(0)).act1.fn, ReLU)
+    assert isinstance(abstract(rm.resnet20).act1.fn, ReLU)
 
 
 def test_rrelu_model_train_eval():
