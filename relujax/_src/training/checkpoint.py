@@ -52,8 +52,9 @@ class Checkpointer:
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep, create=True, enable_async_checkpointing=False
         )
+        handlers = {"arrays": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
         self._manager = ocp.CheckpointManager(
-            self.directory, options=options, item_names=("arrays", "meta")
+            self.directory, options=options, item_handlers=handlers
         )
 
     def steps(self) -> list[int]:
@@ -92,8 +93,11 @@ class Checkpointer:
         """
         step = self._pick(step)
         meta = self.read_meta(step)
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        saved = self._manager.item_metadata(step)["arrays"]
+        abstract = [jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device) for m in saved]
         out = self._manager.restore(
-            step, args=ocp.args.Composite(arrays=ocp.args.StandardRestore())
+            step, args=ocp.args.Composite(arrays=ocp.args.StandardRestore(abstract))
         )
         return {p: np.asarray(a) for p, a in zip(meta["leaf_paths"], out["arrays"], strict=True)}
 

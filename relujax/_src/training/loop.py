@@ -197,6 +197,8 @@ def train(
         }
         ckpt.save(epoch_ * nb + batch_, state.tree(), meta)
 
+    hint = " or --dtype float32" if config.dtype != "float32" else ""
+
     def diverged(ep: int, b: int) -> NonFiniteLossError:
         last = ckpt.latest_step()
         kept = (
@@ -206,9 +208,12 @@ def train(
         )
         return NonFiniteLossError(
             f"the training loss became non-finite in epoch {ep + 1} (by batch {b}); stopped, "
-            f"{kept}. Try a lower --lr or --dtype float32."
+            f"{kept}. Try a lower --lr{hint}."
         )
 
+    # XLA:CPU with several (virtual) devices can deadlock in the all-reduce of back-to-back
+    # asynchronously dispatched steps when cores are few; waiting for each step avoids it.
+    sync = mesh.size > 1 and jax.devices()[0].platform == "cpu"
     start_wall = time.perf_counter()
     with _stop_on_signals() as stop:
         while epoch < config.epochs:
@@ -221,6 +226,8 @@ def train(
                     *state.tree().values(), data.x_train, data.y_train, idx, mask, step_ids[i], e_id
                 )
                 state = RunState(p, r, o, m)
+                if sync:
+                    jax.block_until_ready(m)
                 at_log = config.log_every and (i + 1) % config.log_every == 0 and i + 1 < nb
                 if at_log or "signum" in stop:
                     loss, acc, n, finite = _read(state.metrics)
@@ -261,6 +268,8 @@ def train(
                         mask_eval,
                         step_ids[i],
                     )
+                    if sync:
+                        jax.block_until_ready(m)
                 state = RunState(state.params, r, state.opt_state, state.metrics)
                 record["val_loss"], record["val_acc"], _, _ = _read(m)
                 record["eval_seconds"] = round(time.perf_counter() - t_eval, 4)
