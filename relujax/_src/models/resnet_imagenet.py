@@ -15,6 +15,7 @@ from flax import nnx
 
 from relujax._src.models.layers import BatchNorm, Dtype, conv, kaiming_normal, linear, max_pool
 from relujax._src.models.monitor import ActivationLike, activation_factory
+from relujax._src.models.resnet_cifar import Stage
 
 _DEPTHS = {
     18: ("basic", (2, 2, 2, 2)),
@@ -83,6 +84,9 @@ class _Block(nnx.Module):
 class ImageNetResNet(nnx.Module):
     """torchvision's ResNet-18/34/50 in NHWC; use ``resnet18``, ``resnet34``, ``resnet50``.
 
+    Each stage is a first block then a stack of identical ones (``scan_blocks``: see
+    ``NetResDeep``; ``None``: unrolled on CPU, scanned elsewhere).
+
     Example:
       >>> import jax.numpy as jnp
       >>> from flax import nnx
@@ -96,6 +100,7 @@ class ImageNetResNet(nnx.Module):
         depth: int,
         num_classes: int = 1000,
         *,
+        scan_blocks: bool | None = None,
         activation: ActivationLike = None,
         dtype: Dtype = None,
         param_dtype: Dtype = jnp.float32,
@@ -129,16 +134,14 @@ class ImageNetResNet(nnx.Module):
                 stride = 2 if (i > 0 and j == 0) else 1
                 blocks.append(_Block(kind, in_planes, planes, stride, act=act, kw=kw))
                 in_planes = planes * expansion
-            setattr(self, f"layer{i + 1}", nnx.List(blocks))
+            setattr(self, f"layer{i + 1}", Stage(blocks[0], blocks[1:], scan=scan_blocks))
         self.fc = linear(512 * expansion, num_classes, **kw)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         if self.dtype is not None:
             x = x.astype(self.dtype)
         out = max_pool(self.act1(self.bn1(self.conv1(x))), 3, 2, padding=1)
-        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
-            for block in layer:
-                out = block(out)
+        out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
         return self.fc(jnp.mean(out, axis=(1, 2)))
 
 
@@ -146,6 +149,7 @@ def _factory(depth: int):
     def make(
         num_classes: int = 1000,
         *,
+        scan_blocks: bool | None = None,
         activation: ActivationLike = None,
         dtype: Dtype = None,
         param_dtype: Dtype = jnp.float32,
@@ -154,6 +158,7 @@ def _factory(depth: int):
         return ImageNetResNet(
             depth,
             num_classes,
+            scan_blocks=scan_blocks,
             activation=activation,
             dtype=dtype,
             param_dtype=param_dtype,
