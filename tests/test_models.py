@@ -49,6 +49,7 @@ def test_public_api():
         ("resnet18", {}, 11_689_512),
         ("resnet34", {}, 21_797_672),
         ("resnet50", {}, 25_557_032),
+        ("resnet50", {"scan_blocks": True}, 25_557_032),
     ],
 )
 def test_parameter_counts(name, kwargs, count):
