@@ -115,7 +115,8 @@ def block_hlo(act) -> dict[str, int]:
         return jnp.sum(blk(x, *params) ** 2)
 
     x = jnp.ones((8, 16, 16, 32), jnp.float32)
-    params = (jnp.ones((3, 3, 32, 32)), jnp.ones(32), jnp.zeros(32))
+    f32 = jnp.float32
+    params = (jnp.ones((3, 3, 32, 32), f32), jnp.ones(32, f32), jnp.zeros(32, f32))
     text = jax.jit(jax.grad(loss)).lower(params, x).compile().as_text()
     return count_kernels(text)
 

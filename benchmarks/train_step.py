@@ -61,6 +61,7 @@ MODELS: dict[str, tuple[dict[str, Any], str, dict[str, Any], int]] = {
     "resnet56": ({"name": "resnet56"}, "resnet56", {}, 10),
     # small stand-ins for --quick
     "netresdeep10": ({"name": "netresdeep", "n_blocks": 10}, "NetResDeep", {"n_blocks": 10}, 2),
+    "netresdeep2": ({"name": "netresdeep", "n_blocks": 2}, "NetResDeep", {"n_blocks": 2}, 2),
 }
 FULL = ["netdepth", "netres", "netresdeep_shared", "netresdeep", "resnet20", "resnet56"]
 QUICK = ["netdepth", "netresdeep10", "resnet20"]

@@ -52,7 +52,7 @@ def test_train_step_quick(tmp_path):
 
     out = tmp_path / "ts.json"
     train_step.main(
-        ["--models", "netresdeep10", "--batch-sizes", "4", "--repeats", "1", "--out", str(out)]
+        ["--models", "netresdeep2", "--batch-sizes", "4", "--repeats", "1", "--out", str(out)]
     )
     rows = json.loads(out.read_text())["rows"]
     impls = {r["impl"] for r in rows}
