@@ -10,6 +10,7 @@ enough that 1- and 4-device runs drift apart by more than float tolerance within
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -85,7 +86,7 @@ def final_arrays(workdir):
 def runs(tmp_path_factory):
     """The reference; then the runs to interrupt and the 4-device run; then the resumes."""
     base = tmp_path_factory.mktemp("runs")
-    w = {k: base / k for k in ("ref", "term", "kill", "clean", "multi")}
+    w = {k: base / k for k in ("ref", "term", "kill", "clean", "multi", "procs")}
     cache = base / "jax-cache"
     out = {"workdirs": w, "ref": Run(w["ref"], "--epochs", str(EPOCHS), cache=cache).wait()}
     term = Run(w["term"], "--epochs", str(EPOCHS), cache=cache)
@@ -98,6 +99,23 @@ def runs(tmp_path_factory):
         cache=cache,
         env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
     )
+    with socket.socket() as sock:  # a free port for the coordinator of two processes
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    procs = [
+        Run(
+            w["procs"],
+            "--epochs",
+            "2",
+            cache=base / f"jax-cache-{i}",
+            env={
+                "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
+                "JAX_NUM_PROCESSES": "2",
+                "JAX_PROCESS_ID": str(i),
+            },
+        )
+        for i in range(2)
+    ]
     term.signal_when(f"epoch 2/{EPOCHS} batch 10/", signal.SIGTERM)
     kill.signal_when(f"epoch 2/{EPOCHS} batch 10/", signal.SIGKILL)
     out["first"] = {k: r.wait() for k, r in (("term", term), ("kill", kill), ("clean", clean))}
@@ -106,6 +124,7 @@ def runs(tmp_path_factory):
         for k in ("term", "kill", "clean")
     }
     out["multi"] = multi.wait()
+    out["procs"] = [p.wait() for p in procs]
     out["resumed"] = {k: r.wait() for k, r in resumed.items()}
     return out
 
@@ -162,24 +181,36 @@ def test_resume_after_sigkill_is_bit_identical(runs):
     _assert_identical(runs, "kill")
 
 
-def test_four_devices_match_one_device(runs):
-    """Two epochs (later ones drift apart: float noise grows in this tiny BatchNorm net)."""
+def _assert_close_to_reference(runs, name, devices):
+    """Metrics of two epochs, parameters after one (float noise grows in this tiny BN net)."""
+    from relujax.training import Checkpointer
+
     w = runs["workdirs"]
-    rc, out, err = runs["multi"]
+    rc, out, err = runs[name] if name == "multi" else runs[name][0]
     assert rc == 0, err
-    assert "4 device(s)" in err
-    ref, got = metrics(w["ref"])[:2], metrics(w["multi"])
+    assert f"{devices} device(s)" in err
+    ref, got = metrics(w["ref"])[:2], metrics(w[name])
     assert len(got) == 2
     for r, g in zip(ref, got, strict=True):
         for key in ("train_loss", "val_loss"):
             assert g[key] == pytest.approx(r[key], rel=1e-4), (key, r, g)
         for key in ("train_acc", "val_acc"):
             assert g[key] == pytest.approx(r[key], abs=2e-3), (key, r, g)
-    from relujax.training import Checkpointer
-
-    steps = Checkpointer(w["multi"] / "checkpoints").latest_step()
+    steps = Checkpointer(w[name] / "checkpoints").steps()[0]  # epoch 1: before the drift grows
     a = Checkpointer(w["ref"] / "checkpoints").arrays(steps)
-    b = Checkpointer(w["multi"] / "checkpoints").arrays(steps)
+    b = Checkpointer(w[name] / "checkpoints").arrays(steps)
     assert a.keys() == b.keys()
     for path in (p for p in a if p.startswith(("['params']", "['rest']"))):
         np.testing.assert_allclose(b[path], a[path], rtol=1e-3, atol=1e-4, err_msg=path)
+
+
+def test_four_devices_match_one_device(runs):
+    _assert_close_to_reference(runs, "multi", 4)
+
+
+def test_two_processes_match_one(runs):
+    """`jax.distributed` over loopback: two processes of one CPU device each."""
+    rc, out, err = runs["procs"][1]
+    assert rc == 0, err
+    assert "final_val_acc" not in out and "epoch" not in err, "only process 0 reports"
+    _assert_close_to_reference(runs, "procs", 2)

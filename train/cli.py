@@ -192,6 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     def err(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
+    import jax
+
     from relujax import data as rdata
     from relujax import training
 
@@ -223,7 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         err("train: interrupted before training started; nothing saved")
         return 130
-    _print_summary(summary)
+    if jax.process_index() == 0:
+        _print_summary(summary)
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import pathlib
 import signal
 import time
@@ -99,10 +100,10 @@ def train(
     """
     from relujax import data as rdata
 
-    progress = Progress(bar=config.progress)
-    log = log or progress.line
+    lead = jax.process_index() == 0  # the process that logs and writes the metrics files
+    progress = Progress(bar=config.progress, stream=None if lead else open(os.devnull, "w"))
+    log = (log or progress.line) if lead else (lambda line: None)
     workdir = pathlib.Path(config.workdir)
-    lead = jax.process_index() == 0
     if lead:
         workdir.mkdir(parents=True, exist_ok=True)
     if dataset is None:
@@ -133,9 +134,8 @@ def train(
         eval_train_mode=config.eval_train_mode,
         batch_sharding=batch_sharded(mesh),
     )
-    probe = DeadUnitProbe(
-        eval_gd if not config.eval_train_mode else train_gd, rdata.get_batch, data, dtype
-    )
+    probe_gd = train_gd if config.eval_train_mode else eval_gd
+    probe = DeadUnitProbe(probe_gd, rdata.get_batch, data, dtype, rep)
     ckpt = Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
 
     # Where to start: fresh, or from the last good checkpoint.

@@ -89,6 +89,7 @@ def plot_curves(workdir: str | pathlib.Path, history: Sequence[Mapping[str, Any]
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     path = pathlib.Path(workdir) / "curves.png"
     epochs = [h["epoch"] for h in history]
@@ -98,6 +99,7 @@ def plot_curves(workdir: str | pathlib.Path, history: Sequence[Mapping[str, Any]
         ax.plot(epochs, [h[f"train_{key}"] for h in history], "o-", ms=3, label="train")
         ax.plot([h["epoch"] for h in val], [h[f"val_{key}"] for h in val], "s-", ms=3, label="val")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend()

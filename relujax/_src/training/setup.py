@@ -13,7 +13,7 @@ import numpy as np
 from flax import nnx
 
 from relujax._src.training.config import ConfigError, TrainConfig
-from relujax._src.training.sharding import put, replicated
+from relujax._src.training.sharding import put, replicated, to_host
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 PROBE_IMAGES = 512
@@ -125,10 +125,12 @@ class DeadUnitProbe:
         get_batch: Callable[..., Any],
         data: DeviceData,
         dtype: Any,
+        sharding: jax.sharding.Sharding,
     ) -> None:
         self.graphdef = graphdef
         n = min(PROBE_IMAGES, int(data.x_train.shape[0]))
-        self.idx = jnp.arange(n, dtype=jnp.int32)
+        self.sharding = sharding
+        self.idx = put(np.arange(n, dtype=np.int32), sharding)
         self.data = data
         self.enabled = True
         try:
@@ -154,8 +156,10 @@ class DeadUnitProbe:
         model = nnx.merge(self.graphdef, params, rest)
         self._set_monitor(model, True)
         gd, p, r = nnx.split(model, nnx.Param, ...)
+        r = jax.tree.map(lambda x: put(x, self.sharding), r)  # the new stats live on one device
         d = self.data
-        stats = jax.device_get(self._probe(gd, p, r, d.x_train, d.y_train, self.idx))
+        stats = self._probe(gd, p, r, d.x_train, d.y_train, self.idx)
+        stats = jax.tree.map(to_host, stats)
         return {
             layer: {k: round(float(v), 6) for k, v in values.items()}
             for layer, values in stats.items()

@@ -42,21 +42,21 @@ def table_sharded(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(None, "data"))
 
 
-def put(x: Any, sharding: jax.sharding.Sharding) -> jax.Array:
-    """Places host data `x` (identical on every process) on the devices with `sharding`."""
+def put(x: Any, sharding: jax.sharding.Sharding) -> Any:
+    """Places host data `x` (a pytree, the same on every process) on devices with `sharding`."""
+    return jax.tree.map(lambda leaf: _put_leaf(leaf, sharding), x)
+
+
+def _put_leaf(x: Any, sharding: jax.sharding.Sharding) -> jax.Array:
     if isinstance(x, jax.Array) and x.sharding == sharding:
         return x
-    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-        return jax.device_put(x, sharding)
     if jax.process_count() == 1:
         return jax.device_put(x, sharding)
+    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        data = _put_leaf(jax.random.key_data(x), sharding)
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
     host = np.asarray(x)
     return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
-
-
-def put_tree(tree: Any, sharding: jax.sharding.Sharding) -> Any:
-    """`put` on every leaf of a pytree."""
-    return jax.tree.map(lambda x: put(x, sharding), tree)
 
 
 def to_host(x: Any) -> Any:
