@@ -63,30 +63,40 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra dataset argument, e.g. n_train=512 for synthetic (repeatable)",
     )
     g.add_argument("--data-dir", help="folder with the data ($RELUJAX_DATA, ~/.cache/relujax)")
-    g.add_argument("--dtype", choices=("float32", "bfloat16"), help="computation dtype")
+    g.add_argument(
+        "--dtype", choices=("float32", "bfloat16"), help="computation dtype (default float32)"
+    )
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int)
-    g.add_argument("--batch-size", type=int)
+    g.add_argument("--epochs", type=int, help=f"default {DEFAULT_EPOCHS}")
+    g.add_argument("--batch-size", type=int, help="default 64")
     g.add_argument("--eval-batch-size", type=int, help="default: --batch-size")
-    g.add_argument("--lr", type=float, help="(peak) learning rate")
-    g.add_argument("--optimizer", choices=("sgd", "momentum", "adam", "adamw"))
+    g.add_argument("--lr", type=float, help="(peak) learning rate (default 0.01)")
+    g.add_argument(
+        "--optimizer", choices=("sgd", "momentum", "adam", "adamw"), help="default momentum"
+    )
     g.add_argument("--momentum", type=float, help="for --optimizer momentum (default 0.9)")
     g.add_argument("--nesterov", action=argparse.BooleanOptionalAction)
-    g.add_argument("--schedule", choices=("constant", "cosine", "step"))
+    g.add_argument(
+        "--schedule",
+        choices=("constant", "cosine", "step"),
+        help="default constant; step divides lr by 10 at 50%% and 75%% of the run",
+    )
     g.add_argument("--warmup-epochs", type=float, help="linear warm-up from 0 (default 0)")
     g.add_argument(
         "--weight-decay", type=float, help="decay of the parameters --decay-filter picks"
     )
     g.add_argument("--decay-filter", choices=("kernels", "all"), help="default: kernels")
     g.add_argument("--l2", type=float, help="add L2 * sum(p**2) to the loss (book-l2)")
-    g.add_argument("--augment", action=argparse.BooleanOptionalAction, help="crop + flip")
-    g.add_argument("--shuffle", action=argparse.BooleanOptionalAction)
+    g.add_argument(
+        "--augment", action=argparse.BooleanOptionalAction, help="pad-4 crop + flip (default off)"
+    )
+    g.add_argument("--shuffle", action=argparse.BooleanOptionalAction, help="default on")
     g.add_argument(
         "--eval-mode",
         choices=("eval", "train"),
         help="model mode when evaluating (train: the book's batch statistics + dropout)",
     )
-    g.add_argument("--seed", type=int)
+    g.add_argument("--seed", type=int, help="model init, shuffling, augmentation (default 0)")
     g = p.add_argument_group("run")
     g.add_argument("--workdir", help="output folder (default: runs/<preset or model>-<time>)")
     g.add_argument(
