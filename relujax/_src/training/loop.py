@@ -319,9 +319,10 @@ def _count(params: Any) -> int:
 
 def _stopped(signum: int, ckpt: Checkpointer, epoch: int, batch: int) -> str:
     name = signal.Signals(signum).name
+    where = f"in epoch {epoch + 1} after batch {batch}" if batch else f"after epoch {epoch}"
     return (
-        f"{name}: saved a checkpoint at epoch {epoch + (0 if batch else 0)} batch {batch} in "
-        f"{ckpt.directory}; continue with the same command and --resume"
+        f"{name}: saved a checkpoint {where} in {ckpt.directory}; continue with the same "
+        "command and --resume"
     )
 
 
