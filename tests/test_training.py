@@ -217,3 +217,29 @@ def test_no_recompilation_across_epochs_and_partial_batches(tmp_path):
     assert summary["epochs_done"] == 3
     assert len(at_epoch_end) == 3 and at_epoch_end[0] > 0
     assert at_epoch_end[2] == at_epoch_end[0], f"compiles after epochs 1..3: {at_epoch_end}"
+
+
+def test_models_that_take_a_mask_get_the_row_mask():
+    seen = []
+
+    class Masked(nnx.Module):
+        def __init__(self):
+            self.fc = nnx.Linear(4, 2, rngs=nnx.Rngs(0))
+
+        def __call__(self, x, *, mask=None):
+            seen.append(None if mask is None else mask.shape)
+            return self.fc(x)
+
+    gd, params, rest = nnx.split(Masked(), nnx.Param, ...)
+
+    def get_batch(x, y, idx, *, mean, std, dtype, augment_key):
+        return x[idx].astype(dtype), y[idx]
+
+    tx = optax.sgd(0.1)
+    steps = rt.make_steps(gd, gd, tx, get_batch=get_batch, mean=0.0, std=1.0)
+    x, y = jnp.ones((4, 4), jnp.float32), jnp.zeros((4,), jnp.int32)
+    idx, mask = jnp.arange(4, dtype=jnp.int32)[None], jnp.ones((1, 4), bool)
+    opt, zeros = tx.init(params), rt.zero_metrics()
+    params, rest, *_ = steps.train(params, rest, opt, zeros, x, y, idx, mask, 0, 0)
+    steps.evaluate(params, rest, rt.zero_metrics(), x, y, idx, mask, 0)
+    assert seen == [(4,), (4,)]

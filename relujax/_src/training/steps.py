@@ -6,13 +6,15 @@ dataset (already on device), the epoch's batch index table and the step number. 
 dispatches it, so steps queue up asynchronously and the loop reads metrics at logging points.
 
 Every batch has the same shape: the last partial batch is padded and `mask` marks its real
-rows, so nothing recompiles; losses and accuracies are masked means. (A BatchNorm layer in
-training mode still sees the padded rows in its batch statistics: the models take no mask.)
+rows, so nothing recompiles; losses and accuracies are masked means. A model whose `__call__`
+takes a `mask` keyword gets the row mask too (for BatchNorm statistics over real rows only);
+otherwise a BatchNorm layer in training mode also sees the padded rows of that one batch.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -49,6 +51,15 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> tupl
     loss = jnp.sum(per_row * m) / n
     correct = jnp.sum((jnp.argmax(logits, -1) == labels) & mask, dtype=jnp.int32)
     return loss, per_row, correct
+
+
+def apply_model(model: nnx.Module, x: jax.Array, mask: jax.Array) -> jax.Array:
+    """`model(x, mask=mask)` when the model takes a row mask, else `model(x)`."""
+    try:
+        takes_mask = "mask" in inspect.signature(type(model).__call__).parameters
+    except (TypeError, ValueError):
+        takes_mask = False
+    return model(x, mask=mask) if takes_mask else model(x)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +133,7 @@ def make_steps(
 
     def loss_fn(params, rest, xb, yb, mask_row):
         model = nnx.merge(train_graphdef, params, rest, copy=True)
-        loss, _, correct = cross_entropy(model(xb), yb, mask_row)
+        loss, _, correct = cross_entropy(apply_model(model, xb, mask_row), yb, mask_row)
         if l2 > 0:
             loss = loss + jnp.float32(l2) * l2_penalty(params)
         _, _, new_rest = nnx.split(model, nnx.Param, ...)
@@ -149,7 +160,7 @@ def make_steps(
         xb, yb, mask_row = batch(x, y, idx, mask, step, None, train=False)
         graphdef = train_graphdef if eval_train_mode else eval_graphdef
         model = nnx.merge(graphdef, params, rest, copy=True)
-        loss, _, correct = cross_entropy(model(xb), yb, mask_row)
+        loss, _, correct = cross_entropy(apply_model(model, xb, mask_row), yb, mask_row)
         if eval_train_mode:  # BatchNorm running stats and dropout RNG advance, as in PyTorch
             _, _, rest = nnx.split(model, nnx.Param, ...)
         return rest, accumulate(metrics, loss, correct, mask_row)
