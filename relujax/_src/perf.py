@@ -45,11 +45,12 @@ def default_backend() -> str:
 def scan_blocks_by_default(backend: str | None = None) -> bool:
     """Whether a deep stack of identical blocks should be scanned (``True``) or unrolled.
 
-    On CPU, unrolled: an unrolled step was as fast or up to ~1.3x faster than a scanned one
-    (with :func:`conv_general_dilated` in the scanned blocks; without it, never scan convolutions
-    on CPU), and a training run takes thousands of steps, so its compile time (~10-60 s at 100
-    blocks vs ~2-10 s scanned) does not decide. Scan on CPU when compile time matters more
-    (tests, benchmarks, short runs). Elsewhere (GPU/TPU), scan.
+    On CPU, unrolled. Scanning a stack of convolutions on CPU needs :func:`conv_general_dilated`
+    in the blocks (without it the backward is 60-100x slower); with it, per step, NetResDeep's
+    unrolled step was 1.15-1.5x faster than its scanned one, while the CIFAR ResNets' scanned
+    steps were 1.2-1.85x faster than unrolled (benchmarks/RESULTS.md, a loaded 2-core VM).
+    A scanned stack compiles in constant time in depth (2-10 s vs 10-100 s unrolled at 100-200
+    blocks), which decides for tests, benchmarks and short runs. Elsewhere (GPU/TPU), scan.
 
     Example:
         >>> scan_blocks_by_default("cpu"), scan_blocks_by_default("gpu")
