@@ -69,3 +69,13 @@ def test_compile_time_quick(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert {r["variant"] for r in rows} == {"unrolled", "unrolled+conv", "scan+conv", "scan"}
     assert all(r["compile_s"] > 0 and r["step_ms"] > 0 for r in rows)
+
+
+def test_conv_pieces_quick(tmp_path):
+    from benchmarks import conv_pieces
+
+    out = tmp_path / "cp.json"
+    conv_pieces.main(["--quick", "--repeats", "1", "--out", str(out)])
+    rows = {r["case"]: r for r in json.loads(out.read_text())["rows"]}
+    assert {"NHWC lax dw", "NHWC perf dw", "NCHW lax fwd"} <= set(rows)
+    assert all(r["ms"] > 0 for r in rows.values())

@@ -1,0 +1,101 @@
+"""Where a ResBlock's convolution time goes on this backend: forward, input and kernel gradient.
+
+The 3x3, 32 -> 32 channel convolution of NetResDeep's blocks at 16x16, batch 64, float32, in
+three pieces, timed in turn: NHWC/HWIO vs NCHW/OIHW, XLA's own transpose rule vs
+``relujax._src.perf.conv_general_dilated``'s, a kernel gradient as nine shifted matrix products,
+and (CPU only) YNNPACK vs XLA's Eigen convolutions (per-compile ``compiler_options``).
+
+    python -m benchmarks.conv_pieces
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from benchmarks import _harness as h
+from relujax._src import perf
+
+NO_YNN = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+def _shifted_dw(x, g):
+    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    gm = g.reshape(-1, g.shape[-1])
+    n, hh, ww, c = x.shape
+    rows = [
+        lax.dot_general(
+            xp[:, i : i + hh, j : j + ww, :].reshape(-1, c), gm, (((0,), (0,)), ((), ()))
+        )
+        for i in range(3)
+        for j in range(3)
+    ]
+    return jnp.stack(rows).reshape(3, 3, c, g.shape[-1])
+
+
+def _pieces(layout: str, conv) -> dict[str, Any]:
+    nhwc = layout == "NHWC"
+    dn = ("NHWC", "HWIO", "NHWC") if nhwc else ("NCHW", "OIHW", "NCHW")
+
+    def c(x, w):
+        return conv(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=dn)
+
+    return {
+        "fwd": c,
+        "dx": lambda x, w, g: jax.vjp(lambda x: c(x, w), x)[1](g)[0],
+        "dw": lambda x, w, g: jax.vjp(lambda w: c(x, w), w)[1](g)[0],
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = h.parser(__doc__.splitlines()[0]).parse_args(argv)
+    h.header("conv_pieces")
+    b, s, ch = (8, 8, 16) if args.quick else (64, 16, 32)
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for layout in ("NHWC", "NCHW"):
+        xs = (b, s, s, ch) if layout == "NHWC" else (b, ch, s, s)
+        ws = (3, 3, ch, ch) if layout == "NHWC" else (ch, ch, 3, 3)
+        x = jnp.asarray(rng.standard_normal(xs), jnp.float32)
+        w = jnp.asarray(0.1 * rng.standard_normal(ws), jnp.float32)
+        arrays[layout] = (x, w, x)
+    cases = {}
+    for layout in ("NHWC", "NCHW"):
+        for piece, fn in _pieces(layout, lax.conv_general_dilated).items():
+            cases[f"{layout} lax {piece}"] = (fn, layout, {})
+    for piece, fn in _pieces("NHWC", perf.conv_general_dilated).items():
+        if piece != "fwd":
+            cases[f"NHWC perf {piece}"] = (fn, "NHWC", {})
+    cases["NHWC shifted-matmul dw"] = (lambda x, w, g: _shifted_dw(x, g), "NHWC", {})
+    if jax.default_backend() == "cpu":
+        for piece, fn in _pieces("NHWC", lax.conv_general_dilated).items():
+            cases[f"NHWC lax {piece} (Eigen, no YNNPACK)"] = (fn, "NHWC", NO_YNN)
+    runners = {}
+    for name, (fn, layout, opts) in cases.items():
+        x, w, g = arrays[layout]
+        call_args = (x, w) if name.endswith("fwd") or "fwd (" in name else (x, w, g)
+        compiled = jax.jit(fn).lower(*call_args).compile(compiler_options=opts or None)
+        runners[name] = lambda compiled=compiled, a=call_args: compiled(*a)
+    times = h.time_alternating(runners, repeats=args.repeats or (3 if args.quick else 15))
+    flops = 2 * b * s * s * ch * ch * 9
+    rows = [
+        {
+            "case": name,
+            "ms": 1e3 * t["median"],
+            "GFLOP_per_s": flops / t["median"] / 1e9,
+            "samples": t["samples"],
+        }
+        for name, t in times.items()
+    ]
+    print(h.format_table(rows, ["case", "ms", "GFLOP_per_s"]))
+    doc = {"shape": [b, s, s, ch], "rows": rows}
+    h.write_json("conv_pieces", doc, quick=args.quick, out=args.out)
+    return {"rows": rows}
+
+
+if __name__ == "__main__":
+    main()
