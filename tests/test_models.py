@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,6 +11,8 @@ import pytest
 from flax import nnx
 
 import relujax.models as rm
+from relujax._src.models.monitor import activation_factory
+from relujax._src.models.resnet_imagenet import _Block
 from relujax.nn import PReLU, ReLU
 
 X = jax.random.normal(jax.random.key(0), (2, 32, 32, 3), jnp.float32)
@@ -254,3 +258,106 @@ def test_dead_unit_monitor_scanned_stack():
     stats = rm.dead_unit_stats(model)
     assert {"act1", "act2", "resblocks/stacked/act[2]"} <= set(stats)
     assert all(0.0 <= float(v["flat"]) <= 1.0 for v in stats.values())
+
+
+def _padded(x_real, n_pad):
+    """A padded batch as the training loop builds it: real rows, then repeats of valid rows."""
+    extra = x_real[jnp.arange(n_pad) % x_real.shape[0]][::-1] * 3.0 + 1.0
+    padded = jnp.concatenate([x_real, extra])
+    mask = jnp.arange(padded.shape[0]) < x_real.shape[0]
+    return padded, mask
+
+
+def _stats(model):
+    return [np.asarray(v) for v in jax.tree.leaves(nnx.state(model, nnx.BatchStat))]
+
+
+def test_batchnorm_mask_uses_real_rows_only():
+    x = jax.random.normal(jax.random.key(3), (5, 4, 4, 3), jnp.float32) * 2.0 + 1.0
+    xp, mask = _padded(x, 3)
+    bn, ref = rm.BatchNorm(3), rm.BatchNorm(3)
+    y_ref = ref(x)
+    y = bn(xp, mask=mask)
+    np.testing.assert_allclose(y[:5], y_ref, rtol=1e-5, atol=1e-5)
+    xn = np.asarray(x, np.float64).reshape(-1, 3)  # PyTorch on the 5 real rows, n = 5 * 16
+    np.testing.assert_allclose(bn.mean[...], 0.1 * xn.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(bn.var[...], 0.9 + 0.1 * xn.var(0, ddof=1), rtol=1e-5)
+    unmasked = rm.BatchNorm(3)
+    unmasked(xp)  # without the mask the padding leaks into the statistics
+    assert not np.allclose(unmasked.mean[...], bn.mean[...], rtol=1e-3)
+    # A batch with no real row leaves the running statistics alone; eval mode ignores the mask.
+    before = _stats(bn)
+    assert np.all(np.isfinite(bn(xp, mask=jnp.zeros(8, bool))))
+    np.testing.assert_array_equal(_stats(bn), before)
+    bn.eval()
+    np.testing.assert_array_equal(bn(xp, mask=mask), bn(xp))
+    with pytest.raises(TypeError, match=r"BatchNorm: mask must be a bool array .* int32"):
+        bn(xp, mask=jnp.ones(8, jnp.int32))
+    with pytest.raises(ValueError, match=r"BatchNorm: mask must have shape \(8,\).* \(5,\)"):
+        bn(xp, mask=jnp.ones(5, bool))
+
+
+@pytest.mark.parametrize(
+    "name,kwargs",
+    [
+        ("netbatchnorm", {"n_chans1": 8}),
+        ("netresdeep", {"n_chans1": 8, "n_blocks": 2, "scan_blocks": False}),
+        ("netresdeep", {"n_chans1": 8, "n_blocks": 2, "scan_blocks": True}),
+        ("netresdeep", {"n_chans1": 8, "n_blocks": 2, "shared_blocks": True, "scan_blocks": True}),
+        ("resnet20", {}),
+    ],
+    ids=["netbatchnorm", "netresdeep-unrolled", "netresdeep-scanned", "netresdeep-shared", "r20"],
+)
+def test_masked_padded_batch_equals_real_rows(name, kwargs):
+    """Train mode: model(padded, mask) gives the real rows' logits and running stats of
+    model(real rows); without the mask the statistics differ."""
+    model = rm.create_model(name, rngs=nnx.Rngs(0), **kwargs)
+    ref, unmasked = nnx.clone(model), nnx.clone(model)
+    x = jax.random.normal(jax.random.key(4), (3, 32, 32, 3), jnp.float32)
+    xp, mask = _padded(x, 2)
+    logits = model(xp, mask=mask)
+    np.testing.assert_allclose(logits[:3], ref(x), rtol=1e-4, atol=1e-5)
+    stats, ref_stats = _stats(model), _stats(ref)
+    assert len(stats) == len(ref_stats) > 0
+    for a, b in zip(stats, ref_stats, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    unmasked(xp)
+    leaked = zip(_stats(unmasked), ref_stats, strict=True)
+    assert not all(np.allclose(a, b, rtol=1e-3) for a, b in leaked)
+
+
+def test_every_model_takes_a_mask_keyword():
+    for name in rm.MODELS:
+        model = abstract(rm.MODELS[name])
+        param = inspect.signature(type(model).__call__).parameters.get("mask")
+        assert param is not None, name
+        assert param.kind is inspect.Parameter.KEYWORD_ONLY and param.default is None, name
+    mask = jnp.array([True, False])
+    x = jnp.ones((2, 4), jnp.float32)
+    simple = rm.SimpleNN(rngs=nnx.Rngs(0))
+    np.testing.assert_array_equal(simple(x, mask=mask), simple(x))
+    net = rm.NetDepth(n_chans1=8, rngs=nnx.Rngs(0))
+    np.testing.assert_array_equal(net(X, mask=mask), net(X))
+
+
+@pytest.mark.parametrize("kind", ["basic", "bottleneck"])
+def test_imagenet_block_masked_padded_batch(kind):
+    """The ImageNet blocks' BatchNorms, the downsample one included, see the real rows only."""
+    kw = dict(dtype=None, param_dtype=jnp.float32, rngs=nnx.Rngs(0))
+    block = _Block(
+        kind,
+        8,
+        4 if kind == "bottleneck" else 16,
+        2,
+        act=activation_factory(None, "relu", where="test"),
+        kw=kw,
+    )
+    assert block.downsample is not None
+    ref = nnx.clone(block)
+    x = jax.random.normal(jax.random.key(5), (3, 8, 8, 8), jnp.float32)
+    xp, mask = _padded(x, 2)
+    np.testing.assert_allclose(block(xp, mask=mask)[:3], ref(x), rtol=1e-5, atol=1e-5)
+    stats, ref_stats = _stats(block), _stats(ref)
+    assert len(stats) == len(ref_stats) == (4 if kind == "bottleneck" else 3) * 2
+    for a, b in zip(stats, ref_stats, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -243,3 +243,37 @@ def test_models_that_take_a_mask_get_the_row_mask():
     params, rest, *_ = steps.train(params, rest, opt, zeros, x, y, idx, mask, 0, 0)
     steps.evaluate(params, rest, rt.zero_metrics(), x, y, idx, mask, 0)
     assert seen == [(4,), (4,)]
+
+
+def test_batchnorm_model_padded_batch_steps_match_unpadded():
+    """NetBatchNorm: a train and a train-mode eval step on 5 real rows padded to 8 give the
+    loss, parameters and BatchNorm running statistics of the same steps on the 5 rows alone."""
+    from relujax.models import NetBatchNorm
+
+    model = NetBatchNorm(n_chans1=4, rngs=nnx.Rngs(0))
+    model.train()
+    gd, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def get_batch(x, y, idx, *, mean, std, dtype, augment_key):
+        return x[idx].astype(dtype), y[idx]
+
+    tx = optax.sgd(0.1)
+    steps = rt.make_steps(gd, gd, tx, get_batch=get_batch, mean=0.0, std=1.0, eval_train_mode=True)
+    x = jax.random.normal(jax.random.key(0), (5, 32, 32, 3), jnp.float32)
+    y = jnp.array([0, 1, 1, 0, 1], jnp.int32)
+    padded = (jnp.array([[0, 1, 2, 3, 4, 0, 1, 2]], jnp.int32), (jnp.arange(8) < 5)[None])
+    plain = (jnp.arange(5, dtype=jnp.int32)[None], jnp.ones((1, 5), bool))
+    results = []
+    for idx, mask in (padded, plain):
+        p, r = jax.tree.map(jnp.copy, (params, rest))
+        p, r, _, m = steps.train(p, r, tx.init(p), rt.zero_metrics(), x, y, idx, mask, 0, 0)
+        r, e = steps.evaluate(p, r, rt.zero_metrics(), x, y, idx, mask, 0)
+        results.append((p, r, float(m["loss_sum"]), float(e["loss_sum"])))
+    (p8, r8, loss8, eval8), (p5, r5, loss5, eval5) = results
+    assert loss8 == pytest.approx(loss5, rel=1e-5) and eval8 == pytest.approx(eval5, rel=1e-5)
+    stats8, stats5 = (nnx.filter_state(r, nnx.BatchStat) for r in (r8, r5))
+    assert len(jax.tree.leaves(stats5)) == 4
+    for a, b in zip(jax.tree.leaves(stats8), jax.tree.leaves(stats5), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(p8), jax.tree.leaves(p5), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -3,6 +3,10 @@
 Same layers, names, initialisation and arithmetic as the PyTorch originals, on NHWC inputs. The
 first linear layer after a flatten sees H,W,C-ordered features; ``relujax.interop`` permutes
 PyTorch's C,H,W-ordered weights accordingly (``torch_flatten`` records the pre-flatten shape).
+
+Every model is called as ``model(x, *, mask=None)``: ``mask`` (bool ``(N,)``) marks the real rows
+of a padded batch, so that BatchNorm in training mode takes its statistics from them only (see
+``BatchNorm``); models without BatchNorm accept it and ignore it.
 """
 
 from __future__ import annotations
@@ -46,7 +50,8 @@ class SimpleNN(nnx.Module):
         self.act = make_act(rngs)
         self.fc2 = linear(hidden, out_features, **kw)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, *, mask: jax.Array | None = None) -> jax.Array:
+        del mask  # no BatchNorm: padded rows only need masking out of the loss
         return self.fc2(self.act(self.fc1(x)))
 
 
@@ -124,18 +129,18 @@ class _TwoConvNet(nnx.Module):
         self.fc2 = linear(32, num_classes, **kw)
         self.torch_flatten = (("fc1", (c2, 8, 8)),)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, *, mask: jax.Array | None = None) -> jax.Array:
         if self.dtype is not None:
             x = x.astype(self.dtype)
         out = self.conv1(x)
         if hasattr(self, "conv1_batchnorm"):
-            out = self.conv1_batchnorm(out)
+            out = self.conv1_batchnorm(out, mask=mask)
         out = max_pool(self.act1(out), 2)
         if hasattr(self, "conv1_dropout"):
             out = self.conv1_dropout(out)
         out = self.conv2(out)
         if hasattr(self, "conv2_batchnorm"):
-            out = self.conv2_batchnorm(out)
+            out = self.conv2_batchnorm(out, mask=mask)
         out = max_pool(self.act2(out), 2)
         if hasattr(self, "conv2_dropout"):
             out = self.conv2_dropout(out)
@@ -248,6 +253,9 @@ class NetDropout(_TwoConvNet):
 class NetBatchNorm(_TwoConvNet):
     """``NetWidth`` with BatchNorm after each conv (before tanh): 38,482 params at 32.
 
+    ``model(x, mask=m)`` in training mode takes the batch statistics from the rows where the
+    bool ``(N,)`` mask ``m`` is True only (a padded last batch); see ``BatchNorm``.
+
     Example:
       >>> import jax.numpy as jnp
       >>> from flax import nnx
@@ -318,7 +326,8 @@ class NetDepth(nnx.Module):
         self.fc2 = linear(32, num_classes, **kw)
         self.torch_flatten = (("fc1", (h, 4, 4)),)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, *, mask: jax.Array | None = None) -> jax.Array:
+        del mask  # no BatchNorm: padded rows only need masking out of the loss
         if self.dtype is not None:
             x = x.astype(self.dtype)
         out = max_pool(self.act1(self.conv1(x)), 2)

@@ -102,6 +102,14 @@ class BatchNorm(nnx.Module):
     unbiased batch variance. Eval mode (``model.eval()``) uses the running statistics. Statistics
     are computed in at least float32 whatever the computation ``dtype``.
 
+    ``mask`` (optional, bool ``(N,)`` over the batch axis) marks the real rows of a padded batch:
+    in training mode the batch mean and variance (and the unbiased correction ``n / (n - 1)``,
+    ``n`` = real rows x spatial positions) come from the real rows only, so their outputs and
+    the running statistics are what PyTorch computes on the real rows alone; padded rows are
+    normalised with the same statistics and are garbage to be masked out of the loss. A batch
+    with no real row leaves the running statistics unchanged. Eval mode ignores ``mask``;
+    ``mask=None`` is the plain, unmasked computation.
+
     Attributes: ``scale``, ``bias`` (``nnx.Param``), ``mean``, ``var`` (``nnx.BatchStat``).
 
     Example:
@@ -109,6 +117,9 @@ class BatchNorm(nnx.Module):
       >>> from relujax.models import BatchNorm
       >>> bn = BatchNorm(3)
       >>> bn(jnp.ones((4, 2, 2, 3))).shape
+      (4, 2, 2, 3)
+      >>> real_rows = jnp.arange(4) < 3  # a batch padded from 3 to 4 rows
+      >>> bn(jnp.ones((4, 2, 2, 3)), mask=real_rows).shape
       (4, 2, 2, 3)
     """
 
@@ -135,12 +146,14 @@ class BatchNorm(nnx.Module):
         self.mean = nnx.BatchStat(jnp.zeros((num_features,), jnp.float32))
         self.var = nnx.BatchStat(jnp.ones((num_features,), jnp.float32))
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, *, mask: jax.Array | None = None) -> jax.Array:
         if x.shape[-1] != self.num_features:
             raise ValueError(
                 f"BatchNorm: expected {self.num_features} channels on the last axis (NHWC), "
                 f"got input shape {x.shape}."
             )
+        if mask is not None:
+            _check_mask(mask, x)
         dtype = self.dtype or jnp.result_type(x.dtype, self.scale[...].dtype)
         stat_dtype = jnp.promote_types(x.dtype, jnp.float32)
         xs = x.astype(stat_dtype)
@@ -149,18 +162,45 @@ class BatchNorm(nnx.Module):
             mean = self.mean[...].astype(stat_dtype)
             var = self.var[...].astype(stat_dtype)
         else:
-            mean = jnp.mean(xs, axis=axes)
-            var = jnp.mean(jnp.square(xs - mean), axis=axes)
-            n = x.size // self.num_features
-            unbiased = var * (n / max(n - 1, 1))
+            if mask is None:
+                mean = jnp.mean(xs, axis=axes)
+                var = jnp.mean(jnp.square(xs - mean), axis=axes)
+                n = x.size // self.num_features
+                unbiased = var * (n / max(n - 1, 1))
+                any_real = None
+            else:
+                rows = mask.reshape(mask.shape + (1,) * (x.ndim - 1))
+                per_row = x.size // (self.num_features * x.shape[0])
+                n = jnp.sum(mask, dtype=jnp.int32).astype(stat_dtype) * per_row
+                count = jnp.maximum(n, 1)
+                mean = jnp.sum(jnp.where(rows, xs, 0), axis=axes) / count
+                var = jnp.sum(jnp.where(rows, jnp.square(xs - mean), 0), axis=axes) / count
+                unbiased = var * (n / jnp.maximum(n - 1, 1))
+                any_real = n > 0
             m = self.momentum
             old_mean, old_var = self.mean[...], self.var[...]
-            self.mean[...] = (1 - m) * old_mean + m * jax.lax.stop_gradient(mean).astype(
-                old_mean.dtype
-            )
-            self.var[...] = (1 - m) * old_var + m * jax.lax.stop_gradient(unbiased).astype(
-                old_var.dtype
-            )
+            new_mean = (1 - m) * old_mean + m * jax.lax.stop_gradient(mean).astype(old_mean.dtype)
+            new_var = (1 - m) * old_var + m * jax.lax.stop_gradient(unbiased).astype(old_var.dtype)
+            if any_real is not None:
+                new_mean = jnp.where(any_real, new_mean, old_mean)
+                new_var = jnp.where(any_real, new_var, old_var)
+            self.mean[...] = new_mean
+            self.var[...] = new_var
         inv = jax.lax.rsqrt(var + self.epsilon) * self.scale[...].astype(stat_dtype)
         y = (xs - mean) * inv + self.bias[...].astype(stat_dtype)
         return y.astype(dtype)
+
+
+def _check_mask(mask: jax.Array, x: jax.Array) -> None:
+    """Validates a BatchNorm row mask: bool, shape ``(N,)`` with ``N = x.shape[0]``."""
+    dtype = getattr(mask, "dtype", None)
+    if dtype is None or not jnp.issubdtype(dtype, jnp.bool_):
+        raise TypeError(
+            f"BatchNorm: mask must be a bool array of shape ({x.shape[0]},) marking the real rows, "
+            f"got dtype {dtype}; pass e.g. `jnp.arange(N) < n_real`."
+        )
+    if tuple(mask.shape) != (x.shape[0],):
+        raise ValueError(
+            f"BatchNorm: mask must have shape ({x.shape[0]},) (the batch axis of x, shape "
+            f"{tuple(x.shape)}), got shape {tuple(mask.shape)}."
+        )

@@ -16,6 +16,8 @@ class ResBlock(nnx.Module):
 
     The conv has no bias and a Kaiming-normal kernel (fan_in, relu gain: N(0, 2 / (9 n))); the
     BatchNorm starts with scale 0.5 and bias 0, so each block starts close to the identity.
+    ``mask`` (bool ``(N,)``, optional) marks the real rows of a padded batch for the BatchNorm
+    statistics in training mode (see ``BatchNorm``).
 
     Example:
       >>> import jax.numpy as jnp
@@ -48,8 +50,8 @@ class ResBlock(nnx.Module):
         self.batch_norm = BatchNorm(n_chans, scale_init=0.5, dtype=dtype, param_dtype=param_dtype)
         self.act = make_act(rngs)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return self.act(self.batch_norm(self.conv(x))) + x
+    def __call__(self, x: jax.Array, *, mask: jax.Array | None = None) -> jax.Array:
+        return self.act(self.batch_norm(self.conv(x), mask=mask)) + x
 
 
 class NetResDeep(nnx.Module):
@@ -66,6 +68,9 @@ class NetResDeep(nnx.Module):
     conv of ``relujax._src.perf``, without which a conv backward inside ``scan`` is ~80x slower),
     ``None`` picks per ``jax.default_backend()``: unrolled on CPU, where it trains faster per
     step (measured), scanned elsewhere. Both give the same parameters from the same ``rngs``.
+
+    ``model(x, mask=m)``: every block's BatchNorm takes its training-mode statistics from the rows
+    where the bool ``(N,)`` mask ``m`` is True only (a padded last batch); see ``BatchNorm``.
 
     Example:
       >>> import jax.numpy as jnp
@@ -104,10 +109,10 @@ class NetResDeep(nnx.Module):
         self.fc2 = linear(32, num_classes, **kw)
         self.torch_flatten = (("fc1", (n_chans1, 8, 8)),)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, *, mask: jax.Array | None = None) -> jax.Array:
         if self.dtype is not None:
             x = x.astype(self.dtype)
         out = max_pool(self.act1(self.conv1(x)), 2)
-        out = max_pool(self.resblocks(out), 2)
+        out = max_pool(self.resblocks(out, mask=mask), 2)
         out = self.act2(self.fc1(out.reshape(out.shape[0], -1)))
         return self.fc2(out)

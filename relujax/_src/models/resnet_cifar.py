@@ -5,7 +5,8 @@ blocks with 16/32/64 channels (stride 2 at the start of stages 2 and 3), global 
 Depth = 6n + 2. Option-A shortcut: where the shape changes, the identity is subsampled
 (``x[:, ::2, ::2]``) and zero-padded with ``planes // 4`` channels on each side (no parameters).
 He init: Kaiming-normal (fan_in) conv and linear kernels, BN scale 1 and bias 0. PyTorch names:
-``conv1, bn1, layer{1,2,3}.{i}.{conv1,bn1,conv2,bn2}, linear``.
+``conv1, bn1, layer{1,2,3}.{i}.{conv1,bn1,conv2,bn2}, linear``. ``model(x, mask=m)`` passes the
+row mask of a padded batch to every BatchNorm (training-mode statistics over real rows only).
 """
 
 from __future__ import annotations
@@ -54,9 +55,9 @@ class BasicBlockA(nnx.Module):
         x = x[:, :: self.stride, :: self.stride, :]
         return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (self.pad, self.pad)))
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        out = self.act1(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
+    def __call__(self, x: jax.Array, *, mask: jax.Array | None = None) -> jax.Array:
+        out = self.act1(self.bn1(self.conv1(x), mask=mask))
+        out = self.bn2(self.conv2(out), mask=mask)
         return self.act2(out + self.shortcut(x))
 
 
@@ -70,15 +71,18 @@ class Stage(nnx.Module):
         self.first = first
         self.rest = BlockStack(rest, scan=scan, torch_offset=1) if rest else nnx.data(None)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        x = self.first(x)
-        return self.rest(x) if self.rest is not None else x
+    def __call__(self, x: jax.Array, *, mask: jax.Array | None = None) -> jax.Array:
+        kw = {} if mask is None else {"mask": mask}
+        x = self.first(x, **kw)
+        return self.rest(x, **kw) if self.rest is not None else x
 
 
 class CifarResNet(nnx.Module):
     """The CIFAR ResNet of depth ``6 * n + 2``; use ``resnet20`` ... ``resnet110``.
 
     ``scan_blocks``: see ``NetResDeep`` (``None``: unrolled on CPU, scanned elsewhere).
+    ``model(x, mask=m)``: BatchNorm statistics in training mode from the rows where the bool
+    ``(N,)`` mask ``m`` is True only (a padded last batch); see ``BatchNorm``.
 
     Example:
       >>> import jax.numpy as jnp
@@ -121,11 +125,12 @@ class CifarResNet(nnx.Module):
             in_planes = planes
         self.linear = linear(64, num_classes, kernel_init=he, **kw)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, *, mask: jax.Array | None = None) -> jax.Array:
         if self.dtype is not None:
             x = x.astype(self.dtype)
-        out = self.act1(self.bn1(self.conv1(x)))
-        out = self.layer3(self.layer2(self.layer1(out)))
+        out = self.act1(self.bn1(self.conv1(x), mask=mask))
+        for stage in (self.layer1, self.layer2, self.layer3):
+            out = stage(out, mask=mask)
         return self.linear(jnp.mean(out, axis=(1, 2)))
 
 

@@ -4,7 +4,8 @@ Layout and PyTorch names as torchvision: ``conv1`` 7x7/2 (no bias), ``bn1``, act
 ``layer1..4`` of basic (18, 34) or bottleneck (50; stride on the 3x3 conv, "v1.5") blocks with a
 1x1-conv + BN projection shortcut (``downsample.0``, ``downsample.1``) where the shape changes,
 global average pool, ``fc``. He init as torchvision: Kaiming-normal fan_out convs, BN 1/0, fc
-PyTorch default. Inputs NHWC of any size >= 32 (224 for ImageNet).
+PyTorch default. Inputs NHWC of any size >= 32 (224 for ImageNet). ``model(x, mask=m)`` passes
+the row mask of a padded batch to every BatchNorm (training-mode statistics over real rows only).
 """
 
 from __future__ import annotations
@@ -71,13 +72,14 @@ class _Block(nnx.Module):
         else:
             self.downsample = nnx.data(None)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        out = self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x)))))
+    def __call__(self, x: jax.Array, *, mask: jax.Array | None = None) -> jax.Array:
+        out = self.act1(self.bn1(self.conv1(x), mask=mask))
+        out = self.bn2(self.conv2(out), mask=mask)
         if self.kind == "bottleneck":
-            out = self.bn3(self.conv3(self.act2(out)))
+            out = self.bn3(self.conv3(self.act2(out)), mask=mask)
         identity = x
         if self.downsample is not None:
-            identity = self.downsample[1](self.downsample[0](x))
+            identity = self.downsample[1](self.downsample[0](x), mask=mask)
         return self.act_out(out + identity)
 
 
@@ -85,7 +87,8 @@ class ImageNetResNet(nnx.Module):
     """torchvision's ResNet-18/34/50 in NHWC; use ``resnet18``, ``resnet34``, ``resnet50``.
 
     Each stage is a first block then a stack of identical ones (``scan_blocks``: see
-    ``NetResDeep``; ``None``: unrolled on CPU, scanned elsewhere).
+    ``NetResDeep``; ``None``: unrolled on CPU, scanned elsewhere). ``model(x, mask=m)``: BatchNorm
+    statistics in training mode from the rows where the bool ``(N,)`` mask ``m`` is True only.
 
     Example:
       >>> import jax.numpy as jnp
@@ -137,11 +140,12 @@ class ImageNetResNet(nnx.Module):
             setattr(self, f"layer{i + 1}", Stage(blocks[0], blocks[1:], scan=scan_blocks))
         self.fc = linear(512 * expansion, num_classes, **kw)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, *, mask: jax.Array | None = None) -> jax.Array:
         if self.dtype is not None:
             x = x.astype(self.dtype)
-        out = max_pool(self.act1(self.bn1(self.conv1(x))), 3, 2, padding=1)
-        out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
+        out = max_pool(self.act1(self.bn1(self.conv1(x), mask=mask)), 3, 2, padding=1)
+        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
+            out = stage(out, mask=mask)
         return self.fc(jnp.mean(out, axis=(1, 2)))
 
 

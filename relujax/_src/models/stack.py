@@ -49,7 +49,9 @@ class BlockStack(nnx.Module):
       BatchNorm statistics), in a Python loop or, with ``scan=True``, a ``jax.lax.scan``.
 
     ``torch_offset`` is the PyTorch index of the first block (``relujax.interop`` maps block ``i``
-    to ``<prefix>.<torch_offset + i>``).
+    to ``<prefix>.<torch_offset + i>``). ``stack(x, mask=m)`` calls every block as
+    ``block(x, mask=m)`` (the row mask of a padded batch, for BatchNorm); ``mask=None`` calls
+    ``block(x)``, so blocks that take no mask work too.
     """
 
     def __init__(
@@ -91,10 +93,11 @@ class BlockStack(nnx.Module):
             if isinstance(module, Activation):
                 module.stack_shape = (self.n,)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, *, mask: jax.Array | None = None) -> jax.Array:
+        kw = {} if mask is None else {"mask": mask}
         if not self.scan:
             for block in [self.block] * self.n if self.shared else self.blocks:
-                x = block(x)
+                x = block(x, **kw)
             return x
         module = self.block if self.shared else self.stacked
         graphdef, state = nnx.split(module)
@@ -103,7 +106,7 @@ class BlockStack(nnx.Module):
 
         def apply(h, block_leaves):
             blk = nnx.merge(graphdef, jax.tree.unflatten(treedef, block_leaves))
-            h = blk(h)
+            h = blk(h, **kw)
             new_leaves = jax.tree.leaves(nnx.state(blk))
             changed[:] = [a is not b for a, b in zip(block_leaves, new_leaves, strict=True)]
             return h, new_leaves
