@@ -96,3 +96,65 @@ def test_use_fast_conv_keeps_outputs():
 def test_scan_blocks_by_default_is_bool():
     assert isinstance(perf.scan_blocks_by_default(), bool)
     assert perf.default_backend() in ("cpu", "gpu", "tpu")
+
+
+@pytest.mark.parametrize(
+    "batch,stride,padding",
+    [(40, 1, "SAME"), (64, 1, ((1, 1), (1, 1))), (33, 2, ((1, 1), (1, 1))), (17, 2, "VALID")],
+)
+@pytest.mark.parametrize("kernel_grad", ["split", "conv"])
+def test_kernel_grad_float32_matches_lax(batch, stride, padding, kernel_grad):
+    # "split" sums 16-image pieces (batches not a multiple of 16 are zero-padded): the same
+    # products in another order, so float32 results agree with lax's to rounding.
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.standard_normal((batch, 10, 10, 8)), jnp.float32)
+    w = jnp.asarray(0.2 * rng.standard_normal((3, 3, 8, 24)), jnp.float32)
+
+    def ref(x, w):
+        return lax.conv_general_dilated(x, w, (stride, stride), padding, dimension_numbers=DN)
+
+    def new(x, w):
+        return perf.conv_general_dilated(
+            x, w, (stride, stride), padding, dimension_numbers=DN, kernel_grad=kernel_grad
+        )
+
+    g = jnp.asarray(rng.standard_normal(jax.eval_shape(ref, x, w).shape), jnp.float32)
+
+    @jax.jit
+    def grads(x, w, g):
+        return jax.vjp(ref, x, w)[1](g), jax.vjp(new, x, w)[1](g)
+
+    (dx0, dw0), (dx1, dw1) = grads(x, w, g)
+    assert dw1.dtype == jnp.float32 and dw1.shape == w.shape
+    scale = float(jnp.max(jnp.abs(dw0)))
+    np.testing.assert_allclose(dw1, dw0, rtol=1e-5, atol=1e-5 * scale)
+    np.testing.assert_allclose(dx1, dx0, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(dx0))))
+
+
+def test_kernel_grad_split_in_scan():
+    rng = np.random.default_rng(2)
+    w = jnp.asarray(0.2 * rng.standard_normal((2, 3, 3, 4, 4)), jnp.float32)
+    x = jnp.asarray(rng.standard_normal((20, 6, 6, 4)), jnp.float32)
+
+    def loss(w, kernel_grad):
+        def body(h, wi):
+            y = perf.conv_general_dilated(
+                h, wi, (1, 1), "SAME", dimension_numbers=DN, kernel_grad=kernel_grad
+            )
+            return jnp.tanh(y), None
+
+        return jnp.sum(lax.scan(body, x, w)[0])
+
+    split, conv = jax.jit(lambda w: (jax.grad(loss)(w, "split"), jax.grad(loss)(w, "conv")))(w)
+    np.testing.assert_allclose(split, conv, rtol=1e-5, atol=1e-5)
+
+
+def test_kernel_grad_rejects_unknown():
+    x, w = jnp.ones((1, 4, 4, 2), jnp.float32), jnp.ones((3, 3, 2, 2), jnp.float32)
+    with pytest.raises(ValueError, match="kernel_grad"):
+        perf.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DN, kernel_grad="x")
+
+
+def test_use_fast_conv_kernel_grad():
+    model = perf.use_fast_conv(nnx.Conv(3, 4, (3, 3), rngs=nnx.Rngs(0)), kernel_grad="conv")
+    assert model.conv_general_dilated.keywords == {"kernel_grad": "conv"}

@@ -18,6 +18,8 @@ What is here and why (measured by ``benchmarks/``, figures in ``benchmarks/RESUL
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -96,6 +98,8 @@ def conv_general_dilated(
     batch_group_count: int = 1,
     precision: Any = None,
     preferred_element_type: Any = None,
+    *,
+    kernel_grad: str | None = None,
     **kwargs: Any,
 ) -> jax.Array:
     """``lax.conv_general_dilated`` with a backward pass that XLA:CPU runs fast inside loops.
@@ -104,6 +108,13 @@ def conv_general_dilated(
     the convolutions of CNNs: 2-D, NHWC input, HWIO kernel, any strides and padding, no
     dilation, no feature groups; anything else is passed to ``lax.conv_general_dilated``
     unchanged. Use it as ``nnx.Conv(..., conv_general_dilated=conv_general_dilated)``.
+
+    ``kernel_grad`` picks how the kernel gradient is computed: ``"conv"``, one convolution of
+    the input with the cotangent (batch and feature roles swapped, the batch contracted);
+    ``"split"``, the sum of such convolutions over 16-image slices of the batch (the same
+    products summed in another order: equal to ``lax`` within float rounding), which XLA:CPU's
+    YNNPACK runs 1.5x faster than one convolution contracting 64 images; ``None`` (default):
+    ``"split"`` on CPU, ``"conv"`` elsewhere.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -126,6 +137,11 @@ def conv_general_dilated(
         and kwargs.get("out_sharding") is None
         and lhs.dtype == rhs.dtype
     )
+    if kernel_grad not in (None, "conv", "split"):
+        raise ValueError(
+            "conv_general_dilated: kernel_grad must be None, 'conv' or 'split', "
+            f"got {kernel_grad!r}"
+        )
     if not fast:
         return lax.conv_general_dilated(
             lhs,
@@ -141,24 +157,54 @@ def conv_general_dilated(
             preferred_element_type=preferred_element_type,
             **kwargs,
         )
-    return _conv_nhwc(lhs, rhs, strides, tuple(pads), precision)
+    if kernel_grad is None:
+        kernel_grad = "split" if default_backend() == "cpu" else "conv"
+    return _conv_nhwc_p(lhs, rhs, strides, tuple(pads), precision, kernel_grad)
 
 
-def _forward(x, w, strides, pads, precision):
+def _forward(x, w, strides, pads, precision, kernel_grad="conv"):
+    del kernel_grad
     return lax.conv_general_dilated(
         x, w, strides, pads, dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=precision
     )
 
 
-def _conv_nhwc(x, w, strides, pads, precision):
-    return _conv_nhwc_p(x, w, strides, pads, precision)
-
-
-def _fwd(x, w, strides, pads, precision):
+def _fwd(x, w, strides, pads, precision, kernel_grad):
     return _forward(x, w, strides, pads, precision), (x, w)
 
 
-def _bwd(strides, pads, precision, res, g):
+_SPLIT = 16  # batch elements per kernel-gradient piece (kernel_grad="split")
+
+
+def _kernel_grad(x, g, strides, pads, precision, kernel_grad):
+    # A forward convolution with batch and feature roles swapped (the input as (Ci, H, W, N),
+    # the cotangent as an (Ho, Wo, N, Co) kernel dilated by the stride), which is what XLA does
+    # outside loops, but here with canonical dimension labels everywhere. "split" sums the
+    # convolutions of 16-image slices of the batch, laid out by one transpose each for x and g.
+    def conv(lhs, rhs):
+        return lax.conv_general_dilated(
+            lhs,
+            rhs,
+            (1, 1),
+            pads,
+            rhs_dilation=strides,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            precision=precision,
+        )
+
+    n = x.shape[0]
+    if kernel_grad == "conv" or n <= _SPLIT:
+        return conv(x.transpose(3, 1, 2, 0), g.transpose(1, 2, 0, 3))
+    pieces = -(-n // _SPLIT)
+    if pieces * _SPLIT != n:  # zero images add nothing to the kernel gradient
+        extra = ((0, pieces * _SPLIT - n), (0, 0), (0, 0), (0, 0))
+        x, g = jnp.pad(x, extra), jnp.pad(g, extra)
+    lhs = x.reshape(pieces, _SPLIT, *x.shape[1:]).transpose(0, 4, 2, 3, 1)  # (P, Ci, H, W, 16)
+    rhs = g.reshape(pieces, _SPLIT, *g.shape[1:]).transpose(0, 2, 3, 1, 4)  # (P, Ho, Wo, 16, Co)
+    return functools.reduce(operator.add, [conv(lhs[i], rhs[i]) for i in range(pieces)])
+
+
+def _bwd(strides, pads, precision, kernel_grad, res, g):
     x, w = res
     kh, kw = w.shape[0], w.shape[1]
     out_hw = g.shape[1:3]
@@ -179,31 +225,22 @@ def _bwd(strides, pads, precision, res, g):
         dimension_numbers=("NHWC", "HWIO", "NHWC"),
         precision=precision,
     )
-    # Kernel gradient: a forward convolution with batch and feature roles swapped (the input as
-    # (Ci, H, W, N), the cotangent as an (Ho, Wo, N, Co) kernel dilated by the stride), which is
-    # what XLA does outside loops, but here with canonical dimension labels everywhere.
-    dw = lax.conv_general_dilated(
-        x.transpose(3, 1, 2, 0),
-        g.transpose(1, 2, 0, 3),
-        (1, 1),
-        pads,
-        rhs_dilation=strides,
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        precision=precision,
-    )[:, :kh, :kw, :].transpose(1, 2, 0, 3)
+    dw = _kernel_grad(x, g, strides, pads, precision, kernel_grad)
+    dw = dw[:, :kh, :kw, :].transpose(1, 2, 0, 3)
     dw = dw.astype(w.dtype)
     return dx.astype(x.dtype), dw
 
 
-_conv_nhwc_p = jax.custom_vjp(_forward, nondiff_argnums=(2, 3, 4))
+_conv_nhwc_p = jax.custom_vjp(_forward, nondiff_argnums=(2, 3, 4, 5))
 _conv_nhwc_p.defvjp(_fwd, _bwd)
 
 
-def use_fast_conv(model: Any) -> Any:
+def use_fast_conv(model: Any, *, kernel_grad: str | None = None) -> Any:
     """Makes every ``nnx.Conv`` inside ``model`` use :func:`conv_general_dilated`; returns it.
 
     For models built elsewhere; new code can pass ``conv_general_dilated=conv_general_dilated``
-    to ``nnx.Conv`` directly. Parameters and results are unchanged.
+    to ``nnx.Conv`` directly. Parameters and results are unchanged. ``kernel_grad`` is passed
+    on to :func:`conv_general_dilated` (``None``: its per-backend default).
 
     Example:
         >>> from flax import nnx
@@ -213,7 +250,12 @@ def use_fast_conv(model: Any) -> Any:
     """
     from flax import nnx
 
+    fn = (
+        conv_general_dilated
+        if kernel_grad is None
+        else functools.partial(conv_general_dilated, kernel_grad=kernel_grad)
+    )
     for _, module in nnx.iter_modules(model):
         if isinstance(module, nnx.Conv):
-            module.conv_general_dilated = conv_general_dilated
+            module.conv_general_dilated = fn
     return model
