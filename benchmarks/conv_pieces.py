@@ -2,14 +2,17 @@
 
 The 3x3, 32 -> 32 channel convolution of NetResDeep's blocks at 16x16, batch 64, float32, in
 three pieces, timed in turn: NHWC/HWIO vs NCHW/OIHW, XLA's own transpose rule vs
-``relujax._src.perf.conv_general_dilated``'s, a kernel gradient as nine shifted matrix products,
-and (CPU only) YNNPACK vs XLA's Eigen convolutions (per-compile ``compiler_options``).
+``relujax._src.perf.conv_general_dilated``'s (its default kernel gradient, on CPU a sum over
+16-image slices of the batch, ``split``, and one convolution, ``conv``), other kernel-gradient
+formulations (nine shifted matrix products; an im2col matrix and one GEMM; batch slices of 8 or
+32), and (CPU only) YNNPACK vs XLA's Eigen convolutions (per-compile ``compiler_options``).
 
     python -m benchmarks.conv_pieces
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -35,6 +38,29 @@ def _shifted_dw(x, g):
         for j in range(3)
     ]
     return jnp.stack(rows).reshape(3, 3, c, g.shape[-1])
+
+
+def _im2col_dw(x, g):
+    # (9C, N*H*W) patches materialised, then one (9C, K) @ (K, O) GEMM.
+    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))).transpose(3, 0, 1, 2)
+    n, hh, ww, c = x.shape
+    cols = [xp[:, :, i : i + hh, j : j + ww] for i in range(3) for j in range(3)]
+    cols = jnp.stack(cols).reshape(9 * c, -1)
+    return (cols @ g.reshape(-1, g.shape[-1])).reshape(3, 3, c, g.shape[-1])
+
+
+def _sliced_dw(x, g, piece):
+    # perf's kernel_grad="split" with another slice size: sum over batch slices of `piece` images.
+    n, hh, ww, c = x.shape
+    k = n // piece
+    lhs = x.reshape(k, piece, hh, ww, c).transpose(0, 4, 2, 3, 1)
+    rhs = g.reshape(k, piece, hh, ww, -1).transpose(0, 2, 3, 1, 4)
+    dn = ("NHWC", "HWIO", "NHWC")
+    out = sum(
+        lax.conv_general_dilated(lhs[i], rhs[i], (1, 1), ((1, 1), (1, 1)), dimension_numbers=dn)
+        for i in range(k)
+    )
+    return out.transpose(1, 2, 0, 3)
 
 
 def _pieces(layout: str, conv) -> dict[str, Any]:
@@ -68,9 +94,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for piece, fn in _pieces(layout, lax.conv_general_dilated).items():
             cases[f"{layout} lax {piece}"] = (fn, layout, {})
     for piece, fn in _pieces("NHWC", perf.conv_general_dilated).items():
-        if piece != "fwd":
+        if piece != "fwd":  # perf's default kernel gradient: "split" on CPU, "conv" elsewhere
             cases[f"NHWC perf {piece}"] = (fn, "NHWC", {})
+    conv = functools.partial(perf.conv_general_dilated, kernel_grad="conv")
+    cases["NHWC perf dw (kernel_grad=conv)"] = (_pieces("NHWC", conv)["dw"], "NHWC", {})
     cases["NHWC shifted-matmul dw"] = (lambda x, w, g: _shifted_dw(x, g), "NHWC", {})
+    cases["NHWC im2col-GEMM dw"] = (lambda x, w, g: _im2col_dw(x, g), "NHWC", {})
+    for piece in (8, 32):
+        if b % piece == 0 and b > piece:
+            cases[f"NHWC {piece}-image-slices dw"] = (
+                functools.partial(lambda x, w, g, p: _sliced_dw(x, g, p), p=piece),
+                "NHWC",
+                {},
+            )
     if jax.default_backend() == "cpu":
         for piece, fn in _pieces("NHWC", lax.conv_general_dilated).items():
             cases[f"NHWC lax {piece} (Eigen, no YNNPACK)"] = (fn, "NHWC", NO_YNN)

@@ -7,7 +7,9 @@ process (medians of alternating rounds; compile time apart):
 * ``nnx.jit``: the textbook Flax NNX step (``nnx.jit`` over the model and an ``nnx.Optimizer``);
 * ``jit``: ``jax.jit`` of a pure function over ``nnx.split`` state (graphdef static), buffers
   donated, as ``relujax.training`` does (the ``python -m train`` step);
-* ``jit+conv``: the same with ``relujax._src.perf.conv_general_dilated`` in every conv;
+* ``jit+conv``: the same with ``relujax._src.perf.conv_general_dilated`` in every conv (its
+  default kernel gradient: ``kernel_grad="split"`` on CPU); ``--kernel-grad`` also times
+  ``jit+conv(dw=conv)``, the single-convolution kernel gradient;
 * ``jit+conv+scan``: and the stacks of identical blocks scanned (compile time flat in depth);
 * ``torch``: the PyTorch original (``tests/torch_models.py``), eager; ``torch.compile`` for the
   models named in ``--torch-compile``.
@@ -76,15 +78,15 @@ def _data(batch: int, num_classes: int, seed: int = 0):
 
 
 def _build(
-    spec: dict[str, Any], *, fast_conv: bool, scan: bool, dtype, activation=None
+    spec: dict[str, Any], *, fast_conv: bool | str, scan: bool, dtype, activation=None
 ) -> nnx.Module:
     kw = dict(spec)
     name = kw.pop("name")
     if name.startswith(STACKED):
         kw["scan_blocks"] = scan
     model = create_model(name, rngs=nnx.Rngs(0), dtype=dtype, activation=activation, **kw)
-    if fast_conv:
-        perf.use_fast_conv(model)
+    if fast_conv:  # True: perf's defaults; a string: that kernel_grad
+        perf.use_fast_conv(model, kernel_grad=None if fast_conv is True else fast_conv)
     model.train()
     return model
 
@@ -196,7 +198,9 @@ def bench_one(name: str, batch: int, args, *, dtype) -> list[dict[str, Any]]:
     x, y = _data(batch, num_classes)
     tx = optax.sgd(1e-3)
     stacked = spec["name"].startswith(STACKED)
-    variants: list[tuple[str, bool, bool]] = [("jit", False, False), ("jit+conv", True, False)]
+    variants: list[tuple[str, Any, bool]] = [("jit", False, False), ("jit+conv", True, False)]
+    if args.kernel_grad:
+        variants.append(("jit+conv(dw=conv)", "conv", False))
     if stacked:
         variants.append(("jit+conv+scan", True, True))
     runners, info = {}, {}
@@ -310,6 +314,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="comma list of models to also time with torch.compile (inductor), or 'all'",
     )
     p.add_argument("--nnx-jit", action="store_true", help="also time the nnx.jit step")
+    p.add_argument(
+        "--kernel-grad",
+        action="store_true",
+        help="also time jit+conv with the single-convolution kernel gradient (dw=conv)",
+    )
     p.add_argument(
         "--residual",
         action="store_true",
