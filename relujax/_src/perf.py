@@ -7,7 +7,10 @@ What is here and why (measured by ``benchmarks/``, figures in ``benchmarks/RESUL
   built model) whose backward pass is written out in canonical NHWC/HWIO form: the input
   gradient is a forward convolution of the cotangent with the flipped kernel, the kernel
   gradient a forward convolution of the input and the cotangent with batch and feature roles
-  swapped. Results are bit-identical to ``lax``'s. Why: the automatic transpose rule emits
+  swapped (on CPU, by default, a sum of such convolutions over 16-image slices of the batch,
+  which XLA:CPU's YNNPACK runs 1.5x faster than one convolution contracting 64 images: NetResDeep
+  and resnet20 steps 1.08-1.18x faster). Forward and input gradient are bit-identical to
+  ``lax``'s, the kernel gradient equal to float rounding. Why: the automatic transpose rule emits
   convolutions with unusual dimension labels (``b01f_01oi``, ``f01b_i01o->01bf``); outside a
   loop XLA:CPU's layout pass inserts transposes and YNNPACK runs them, but inside a
   ``scan``/``while`` body it cannot, and XLA falls back to its naive convolution loop: a scanned
