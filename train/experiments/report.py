@@ -5,8 +5,9 @@
 
 Reads each run folder's `summary.json` and `metrics.jsonl` (as written by `python -m train`);
 a run folder is named after its preset (e.g. `runs/repro/book-netdepth`). Prints a Markdown
-table (model, params, train, val, book train, book val, epochs, s/epoch, device) and draws the
-book's chart: train vs val accuracy per model, y from 0.7 to 1.
+table (model, params, train, val, book train, book val, target, epochs, s/epoch, device) and draws
+the book's chart: train vs val accuracy per model, y from 0.7 to 1. An `improved-*` run is shown
+with the book's figures for the same model and its val target.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import statistics
 import sys
 from typing import Any
 
-from train.experiments.book_targets import BOOK
+from train.experiments.book_targets import BOOK, IMPROVED, targets
 
 
 def load_run(folder: pathlib.Path) -> dict[str, Any] | None:
@@ -32,8 +33,7 @@ def load_run(folder: pathlib.Path) -> dict[str, Any] | None:
     summary_path = folder / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     last = history[-1]
-    default = (folder.name, None, None, None)
-    label, book_params, book_train, book_val = BOOK.get(folder.name, default)
+    label, book_params, book_train, book_val, target = targets(folder.name)
     return {
         "run": folder.name,
         "label": label,
@@ -43,11 +43,12 @@ def load_run(folder: pathlib.Path) -> dict[str, Any] | None:
         "val": last.get("val_acc"),
         "book_train": book_train,
         "book_val": book_val,
+        "target": target,
         "epochs": last["epoch"],
         "epochs_planned": summary.get("config", {}).get("epochs"),
         "s_per_epoch": statistics.median(h["seconds"] for h in history),
         "device": summary.get("device", "?"),
-        "finished": bool(summary),
+        "finished": summary_path.exists(),
     }
 
 
@@ -58,9 +59,9 @@ def _fmt(v: Any, spec: str = ".3f") -> str:
 def table(rows: list[dict[str, Any]]) -> str:
     """A Markdown table of `rows` (from `load_run`)."""
     out = [
-        "| run | model | params | train | val | book train | book val | val - book | epochs "
-        "| s/epoch | device |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| run | model | params | train | val | book train | book val | val - book | target "
+        "| epochs | s/epoch | device |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         delta = None if r["val"] is None or r["book_val"] is None else r["val"] - r["book_val"]
@@ -68,8 +69,8 @@ def table(rows: list[dict[str, Any]]) -> str:
         out.append(
             f"| {r['run']} | {r['label']} | {_fmt(r['params'], ',')} | {_fmt(r['train'])} "
             f"| {_fmt(r['val'])} | {_fmt(r['book_train'], '.2f')} | {_fmt(r['book_val'], '.2f')} "
-            f"| {_fmt(delta, '+.3f')} | {epochs} | {_fmt(r['s_per_epoch'], '.1f')} "
-            f"| {r['device']} |"
+            f"| {_fmt(delta, '+.3f')} | {_fmt(r['target'], '.2f')} | {epochs} "
+            f"| {_fmt(r['s_per_epoch'], '.1f')} | {r['device']} |"
         )
     return "\n".join(out)
 
@@ -90,6 +91,9 @@ def chart(rows: list[dict[str, Any]], path: pathlib.Path, title: str) -> None:
     if book:
         xs = [i + 0.2 for i, _ in book]
         ax.plot(xs, [v for _, v in book], "k_", ms=18, mew=2, label="book val")
+    goal = [(i + 0.2, r["target"]) for i, r in enumerate(rows) if r.get("target") is not None]
+    if goal:
+        ax.plot(*zip(*goal, strict=True), "r_", ms=18, mew=2, label="target val")
     ax.set_xticks(x, [r["label"] for r in rows], rotation=30, ha="right")
     ax.set_ylim(0.7, 1.0)
     ax.set_ylabel("accuracy")
@@ -109,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if not a.runs.is_dir():
         p.exit(2, f"report: error: runs folder {a.runs} does not exist\n")
-    order = list(BOOK)
+    order = [*BOOK, *IMPROVED]
     folders = sorted(
         (f for f in a.runs.iterdir() if f.is_dir()),
         key=lambda f: (order.index(f.name) if f.name in order else len(order), f.name),

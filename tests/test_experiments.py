@@ -1,0 +1,131 @@
+"""train/experiments: the study runner and report, the reproduction report, the ReLU'(0) run."""
+
+import argparse
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from relujax import data as rdata
+from train.experiments import relu_prime, report, study, study_report
+from train.experiments.book_targets import BOOK, IMPROVED, targets
+from train.presets import PRESETS
+
+
+def test_every_target_names_a_preset():
+    for name in [*BOOK, *IMPROVED]:
+        assert name in PRESETS, name
+    for _, book, _ in IMPROVED.values():
+        assert book in BOOK
+    label, params, train, val, target = targets("improved-netres")
+    assert (params, train, val, target) == (BOOK["book-netres"][1:] + (0.92,))
+    assert targets("book-net")[-1] is None and targets("whatever")[1:] == (None,) * 4
+
+
+@pytest.mark.parametrize(
+    "model, flags",
+    [("netres", ["--preset", "improved-netres"]),
+     ("netresdeep:10", ["--preset", "improved-netresdeep", "--model-kw", "n_blocks=10"])],
+)  # fmt: skip
+def test_study_command(model, flags, tmp_path):
+    cmd = study.run_command(model, "gelu", 3, tmp_path / "w")
+    assert cmd[1:3] == ["-m", "train"]
+    assert cmd[3 : 3 + len(flags)] == flags
+    assert cmd[cmd.index("--activation") + 1] == "gelu" and cmd[cmd.index("--seed") + 1] == "3"
+    assert study.run_name(model, "gelu", 3) == f"{model.replace(':', '')}-gelu-s3"
+
+
+@pytest.mark.parametrize("bad", ["resnet20", "netresdeep:ten"])
+def test_study_rejects_unknown_model(bad, tmp_path):
+    with pytest.raises(SystemExit, match=r"--models.*" + bad):
+        study.run_command(bad, "relu", 0, tmp_path)
+
+
+def test_study_dry_run_skips_finished(tmp_path, capsys):
+    done = tmp_path / "netres-relu-s0"
+    done.mkdir()
+    (done / "summary.json").write_text("{}")
+    argv = ["--out", str(tmp_path), "--models", "netres", "--activations", "relu", "elu"]
+    assert study.main([*argv, "--dry-run", "--", "--epochs", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "netres-relu-s0 done, skipped" in out
+    assert "--activation elu" in out and out.rstrip().endswith("--epochs 3")
+
+
+def _fake_run(folder, accs, flats):
+    folder.mkdir(parents=True)
+    lines = [
+        {
+            "epoch": i + 1,
+            "train_acc": a,
+            "val_acc": a - 0.01,
+            "seconds": 2.0,
+            "dead_units": {
+                "act1": {"flat": f, "dead_channels": f / 2},
+                "act2": {"flat": f, "dead_channels": 0.0},
+            },
+        }  # fmt: skip
+        for i, (a, f) in enumerate(zip(accs, flats, strict=True))
+    ]
+    (folder / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    (folder / "summary.json").write_text("{}")
+
+
+def test_study_report_pools_seeds_and_plots(tmp_path, capsys):
+    _fake_run(tmp_path / "netres-relu-s0", [0.8, 0.9], [0.5, 0.6])
+    _fake_run(tmp_path / "netres-relu-s1", [0.8, 0.7], [0.5, 0.2])
+    _fake_run(tmp_path / "netres-gelu-s0", [0.8, 0.95], [0.0, 0.0])
+    (tmp_path / "not-a-run").mkdir()
+    out = tmp_path / "out"
+    assert study_report.main([str(tmp_path), "--out", str(out)]) == 0
+    text = (out / "table.md").read_text()
+    relu = next(line for line in text.splitlines() if "| relu |" in line)
+    assert "| 2 | 2 |" in relu  # seeds, epochs
+    assert "0.790 ± 0.141" in relu  # final val over the two seeds: 0.89, 0.69
+    assert "0.400 ± 0.283" in relu  # last epoch's mean flat fraction: 0.6, 0.2
+    assert text.index("| relu |") < text.index("| gelu |")  # study order
+    for name in ("val.png", "dead_netres.png"):
+        assert (out / name).stat().st_size > 1000
+
+
+def test_study_report_errors_without_runs(tmp_path):
+    with pytest.raises(SystemExit) as e:
+        study_report.main([str(tmp_path)])
+    assert e.value.code == 2
+
+
+def test_report_marks_improved_targets(tmp_path, capsys):
+    _fake_run(tmp_path / "improved-netres", [0.9, 0.95], [0.1, 0.1])
+    assert report.main([str(tmp_path), "--plot", str(tmp_path / "c.png")]) == 0
+    row = next(x for x in capsys.readouterr().out.splitlines() if "improved-netres" in x)
+    assert "| 0.92 |" in row and "| 0.97 | 0.90 |" in row  # target, the book's NetRes
+
+
+@pytest.mark.parametrize("subgradient", [0.0, 1.0])
+def test_counting_relu_counts_zeros_and_uses_the_subgradient(subgradient):
+    layer = relu_prime.counting_relu(subgradient)()
+    x = jnp.array([-1.0, 0.0, 0.0, 2.0])
+    grad = nnx.grad(lambda m, x: jnp.sum(m(x)), argnums=1)(layer, x)
+    np.testing.assert_array_equal(grad, [0.0, subgradient, subgradient, 1.0])
+    np.testing.assert_array_equal(layer.zeros[...], [2.0, 4.0])
+
+
+def test_relu_prime_run_seed_on_synthetic(tmp_path):
+    ds = rdata.load_dataset("synthetic", n_train=128, n_test=64)
+    a = argparse.Namespace(
+        model="netres", dtype="bfloat16", epochs=1, lr=1e-2, batch_size=64, check_every=1
+    )
+    r = relu_prime.run_seed(a, ds, seed=0)
+    assert [c["step"] for c in r["checks"]] == [0, 1]
+    assert r["distance"][0]["rel"] == 0.0  # same start
+    for c in r["checks"]:
+        for name in ("float32", "bfloat16"):
+            assert len(c[name]["zero_fraction"]) == 4  # NetRes has four ReLUs
+            assert c[name]["changed"] <= c[name]["any_zero"]  # no zero, no difference
+    s = relu_prime.summarize([r], ["float32", "bfloat16"])
+    assert 0.0 <= s["bfloat16"]["gradient_changed_share"] <= 1.0
+    assert 0.0 <= r["epochs"][0]["val_s0"] <= 1.0
+    relu_prime.plot([r], ["float32", "bfloat16"], tmp_path / "p.png")
+    assert (tmp_path / "p.png").stat().st_size > 1000
