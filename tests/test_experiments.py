@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 
 from relujax import data as rdata
-from train.experiments import relu_prime, report, study, study_report
+from train.experiments import eval_modes, relu_prime, report, study, study_report
 from train.experiments.book_targets import BOOK, IMPROVED, targets
 from train.presets import PRESETS
 
@@ -129,3 +129,33 @@ def test_relu_prime_run_seed_on_synthetic(tmp_path):
     assert 0.0 <= r["epochs"][0]["val_s0"] <= 1.0
     relu_prime.plot([r], ["float32", "bfloat16"], tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("model, same", [("net", True), ("netbatchnorm", False)])
+def test_eval_modes_restores_and_evaluates_both_ways(model, same, tmp_path, capsys):
+    from relujax.training import TrainConfig, train
+
+    work = tmp_path / model
+    cfg = TrainConfig(
+        model=model,
+        dataset="synthetic",
+        dataset_kwargs={"n_train": 64, "n_test": 48},
+        batch_size=16,
+        epochs=1,
+        workdir=str(work),
+        progress=False,
+    )
+    summary = train(cfg, log=lambda line: None)
+    r = eval_modes.evaluate_both(work, None, repeats=2)
+    assert r["logged_val"] == pytest.approx(summary["final_val_acc"])
+    assert r["eval_mode"] == pytest.approx(summary["final_val_acc"])  # the run evaluated so
+    if same:  # no BatchNorm, no Dropout: training mode changes nothing
+        assert r["train_mode"] == [r["eval_mode"]] * 2
+    assert all(0.0 <= v <= 1.0 for v in r["train_mode"])
+    assert eval_modes.main([str(work), "--repeats", "1"]) == 0
+    assert f"| {model} | 1 |" in capsys.readouterr().out
+
+
+def test_eval_modes_rejects_unfinished_folder(tmp_path):
+    with pytest.raises(SystemExit):
+        eval_modes.main([str(tmp_path)])

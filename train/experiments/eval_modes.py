@@ -1,0 +1,115 @@
+"""What the book's evaluation in training mode costs: one checkpoint, evaluated both ways.
+
+    python -m train.experiments.eval_modes runs/repro/book-batchnorm runs/repro/book-dropout \
+        --data-dir ../shared/data --repeats 5
+
+The book evaluates with the model left in training mode: BatchNorm normalises with the
+statistics of each validation batch (and keeps updating its running statistics), Dropout keeps
+dropping. For each finished run folder, this restores the last checkpoint and measures val
+accuracy in training mode (`--repeats` times: dropout makes it random, and the running
+statistics move) and in evaluation mode (running statistics, no dropout), with the run's own
+batch size. Models without BatchNorm or Dropout give the same figure both ways (a check).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import statistics
+import sys
+
+import jax
+import numpy as np
+
+
+def evaluate_both(folder: pathlib.Path, data_dir: str | None, repeats: int) -> dict:
+    """{'train_mode': [acc per repeat], 'eval_mode': acc, ...} for the run in `folder`."""
+    from relujax import data as rdata
+    from relujax._src.training.checkpoint import Checkpointer
+    from relujax._src.training.optim import make_optimizer
+    from relujax._src.training.setup import (
+        DTYPES,
+        RunState,
+        build_model,
+        split_model,
+        steps_per_epoch,
+    )
+    from relujax._src.training.steps import make_steps, zero_metrics
+    from relujax.training import TrainConfig
+
+    summary = json.loads((folder / "summary.json").read_text())
+    config = TrainConfig.from_dict(summary["config"])
+    if data_dir is not None:
+        config = config.replace(data_dir=data_dir)
+    ds = rdata.load_dataset(config.dataset, config.data_dir, **config.dataset_kwargs)
+    model = build_model(config, ds.num_classes)
+    train_gd, eval_gd, params, rest = split_model(model)
+    tx, _ = make_optimizer(config, model, params, steps_per_epoch(ds.n_train, config.batch_size))
+    template = RunState(params, rest, tx.init(params), zero_metrics())
+    ckpt = Checkpointer(folder / "checkpoints")
+    tree, meta = ckpt.restore(template.tree())
+    state = RunState.from_tree(tree)
+    x, y = jax.numpy.asarray(ds.x_test), jax.numpy.asarray(np.asarray(ds.y_test, np.int32))
+    mean, std = jax.numpy.asarray(ds.mean), jax.numpy.asarray(ds.std)
+    bs = config.eval_batch_size or config.batch_size
+    idx, mask = rdata.epoch_indices(ds.n_test, bs, seed=0, epoch=0, shuffle=False)
+
+    def accuracy(train_mode: bool) -> float:
+        steps = make_steps(
+            train_gd,
+            eval_gd,
+            tx,
+            get_batch=rdata.get_batch,
+            mean=mean,
+            std=std,
+            dtype=DTYPES[config.dtype],
+            augment=False,
+            seed=config.seed,
+            eval_train_mode=train_mode,
+        )
+        rest, metrics = jax.tree.map(lambda a: a.copy(), state.rest), zero_metrics()
+        for i in range(idx.shape[0]):
+            rest, metrics = steps.evaluate(state.params, rest, metrics, x, y, idx, mask, i)
+        return int(metrics["correct"]) / int(metrics["count"])
+
+    train_mode = [accuracy(True) for _ in range(repeats)]
+    return {
+        "run": folder.name,
+        "epoch": meta["epoch"],
+        "logged_val": meta["history"][-1].get("val_acc") if meta["history"] else None,
+        "train_mode": train_mode,
+        "eval_mode": accuracy(False),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m train.experiments.eval_modes", description=__doc__)
+    p.add_argument("runs", nargs="+", type=pathlib.Path, help="finished run folders")
+    p.add_argument("--data-dir")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--json", type=pathlib.Path, help="write the results here too")
+    a = p.parse_args(argv)
+    if a.repeats < 1:
+        p.error(f"--repeats must be >= 1, got {a.repeats}")
+    for f in a.runs:
+        if not (f / "summary.json").exists() or not (f / "checkpoints").is_dir():
+            p.error(f"{f}: not a finished run folder (needs summary.json and checkpoints/)")
+    results = [evaluate_both(f, a.data_dir, a.repeats) for f in a.runs]
+    print("| run | epoch | val, training mode (book) | val, eval mode | difference |")
+    print("|---|---:|---:|---:|---:|")
+    for r in results:
+        tm = r["train_mode"]
+        spread = f" ± {statistics.stdev(tm):.4f}" if len(tm) > 1 else ""
+        mean = statistics.fmean(tm)
+        print(
+            f"| {r['run']} | {r['epoch']} | {mean:.4f}{spread} | {r['eval_mode']:.4f} "
+            f"| {r['eval_mode'] - mean:+.4f} |"
+        )
+    if a.json:
+        a.json.write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
