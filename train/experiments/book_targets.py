@@ -25,6 +25,8 @@ IMPROVED: dict[str, tuple[str, str, float | None]] = {
     "improved-netdepth": ("NetDepth, improved", "book-netdepth", 0.92),
     "improved-netres": ("NetRes, improved", "book-netres", 0.92),
     "improved-netresdeep": ("NetResDeep (100 independent), improved", "book-netresdeep", 0.93),
+    # the same preset with --model-kw n_blocks=10 (workdir named so)
+    "improved-netresdeep10": ("NetResDeep (10 independent), improved", "book-netresdeep", 0.93),
 }
 
 
