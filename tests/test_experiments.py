@@ -101,6 +101,10 @@ def test_report_marks_improved_targets(tmp_path, capsys):
     assert report.main([str(tmp_path), "--plot", str(tmp_path / "c.png")]) == 0
     row = next(x for x in capsys.readouterr().out.splitlines() if "improved-netres" in x)
     assert "| 0.92 |" in row and "| 0.97 | 0.90 |" in row  # target, the book's NetRes
+    _fake_run(tmp_path / "book-net", [0.9, 0.93], [0.0, 0.0])
+    assert report.main([str(tmp_path), "--only", "book-*"]) == 0
+    out = capsys.readouterr().out
+    assert "| book-net |" in out and "improved-netres" not in out
 
 
 @pytest.mark.parametrize("subgradient", [0.0, 1.0])

@@ -1,7 +1,7 @@
 """Table and bar chart of finished runs next to the book's figures.
 
     python -m train.experiments.report runs/repro --out docs/REPRODUCTION_table.md \
-        --plot docs/reproduction.png
+        --plot docs/reproduction.png [--only 'book-*']
 
 Reads each run folder's `summary.json` and `metrics.jsonl` (as written by `python -m train`);
 a run folder is named after its preset (e.g. `runs/repro/book-netdepth`). Prints a Markdown
@@ -13,6 +13,7 @@ with the book's figures for the same model and its val target.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import pathlib
 import statistics
@@ -110,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=pathlib.Path, help="write the Markdown table here too")
     p.add_argument("--plot", type=pathlib.Path, help="write the bar chart (PNG) here")
     p.add_argument("--title", default="CIFAR-2: relujax runs vs the book")
+    p.add_argument(
+        "--only", nargs="+", metavar="PATTERN", help="run folder names to keep (globs: 'book-*')"
+    )
     a = p.parse_args(argv)
     if not a.runs.is_dir():
         p.exit(2, f"report: error: runs folder {a.runs} does not exist\n")
@@ -118,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         (f for f in a.runs.iterdir() if f.is_dir()),
         key=lambda f: (order.index(f.name) if f.name in order else len(order), f.name),
     )
+    if a.only:
+        folders = [f for f in folders if any(fnmatch.fnmatch(f.name, g) for g in a.only)]
     rows = [r for r in map(load_run, folders) if r is not None]
     if not rows:
         p.exit(2, f"report: error: no run with a metrics.jsonl under {a.runs}\n")
