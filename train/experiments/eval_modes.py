@@ -55,8 +55,8 @@ def evaluate_both(folder: pathlib.Path, data_dir: str | None, repeats: int) -> d
     bs = config.eval_batch_size or config.batch_size
     idx, mask = rdata.epoch_indices(ds.n_test, bs, seed=0, epoch=0, shuffle=False)
 
-    def accuracy(train_mode: bool) -> float:
-        steps = make_steps(
+    steps = {
+        mode: make_steps(
             train_gd,
             eval_gd,
             tx,
@@ -66,20 +66,32 @@ def evaluate_both(folder: pathlib.Path, data_dir: str | None, repeats: int) -> d
             dtype=DTYPES[config.dtype],
             augment=False,
             seed=config.seed,
-            eval_train_mode=train_mode,
+            eval_train_mode=mode,
         )
-        rest, metrics = jax.tree.map(lambda a: a.copy(), state.rest), zero_metrics()
-        for i in range(idx.shape[0]):
-            rest, metrics = steps.evaluate(state.params, rest, metrics, x, y, idx, mask, i)
-        return int(metrics["correct"]) / int(metrics["count"])
+        for mode in (True, False)
+    }
 
-    train_mode = [accuracy(True) for _ in range(repeats)]
+    def accuracy(train_mode: bool, rest):
+        metrics = zero_metrics()
+        for i in range(idx.shape[0]):
+            rest, metrics = steps[train_mode].evaluate(
+                state.params, rest, metrics, x, y, idx, mask, i
+            )
+        return int(metrics["correct"]) / int(metrics["count"]), rest
+
+    # Training mode: the dropout RNG (and BatchNorm's running statistics, unused there) advance
+    # from one repeat to the next, as they would over further evaluations.
+    rest, train_mode = jax.tree.map(lambda a: a.copy(), state.rest), []
+    for _ in range(repeats):
+        acc, rest = accuracy(True, rest)
+        train_mode.append(acc)
+    eval_acc, _ = accuracy(False, jax.tree.map(lambda a: a.copy(), state.rest))
     return {
         "run": folder.name,
         "epoch": meta["epoch"],
         "logged_val": meta["history"][-1].get("val_acc") if meta["history"] else None,
         "train_mode": train_mode,
-        "eval_mode": accuracy(False),
+        "eval_mode": eval_acc,
     }
 
 
