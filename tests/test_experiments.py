@@ -163,3 +163,12 @@ def test_eval_modes_restores_and_evaluates_both_ways(model, same, tmp_path, caps
 def test_eval_modes_rejects_unfinished_folder(tmp_path):
     with pytest.raises(SystemExit):
         eval_modes.main([str(tmp_path)])
+
+
+def test_study_report_dead_plot_of_any_run(tmp_path):
+    _fake_run(tmp_path / "some-run", [0.8, 0.9], [0.5, 0.9])
+    out = tmp_path / "out"
+    assert study_report.main(["--dead-plot", str(tmp_path / "some-run"), "--out", str(out)]) == 0
+    assert (out / "dead.png").stat().st_size > 1000
+    with pytest.raises(SystemExit):
+        study_report.main(["--dead-plot", str(tmp_path / "missing"), "--out", str(out)])

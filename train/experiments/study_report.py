@@ -7,7 +7,8 @@ Reads every `<model>-<activation>-s<seed>` run folder (metrics.jsonl, summary.js
 and spread over seeds, final train accuracy, seconds per epoch, the last epoch's mean flat
 fraction and dead-channel fraction over the activation layers), `val.png` (val accuracy per
 epoch), and `dead_<model>.png` (per activation: the flat fraction and the dead-channel fraction
-of every activation layer over training, one line per layer, darker = deeper).
+of every activation layer over training, one line per layer, layers whose dead-channel fraction
+ends above 5% named). `--dead-plot RUN... --out DIR` draws the same panels for any run folders.
 """
 
 from __future__ import annotations
@@ -141,12 +142,18 @@ def plot_val(runs: list[dict[str, Any]], path: pathlib.Path) -> None:
 
 def plot_dead(runs: list[dict[str, Any]], model: str, path: pathlib.Path) -> None:
     """Per activation: flat fraction (top) and dead-channel fraction (bottom) of each layer."""
+    mine = [r for r in runs if r["model"] == model and r["seed"] == min(x["seed"] for x in runs)]
+    title = f"{model}: one line per activation layer (colour: order in the model's attributes)"
+    plot_dead_columns(mine, path, title)
+
+
+def plot_dead_columns(mine: list[dict[str, Any]], path: pathlib.Path, title: str) -> None:
+    """One column per run (titled by its "act"): flat and dead-channel fractions per layer."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    mine = [r for r in runs if r["model"] == model and r["seed"] == min(x["seed"] for x in runs)]
     if not mine or not mine[0]["history"][-1].get("dead_units"):
         return
     fig, axes = plt.subplots(
@@ -166,13 +173,17 @@ def plot_dead(runs: list[dict[str, Any]], model: str, path: pathlib.Path) -> Non
             for row, key in enumerate(("flat", "dead_channels")):
                 ys = [h.get("dead_units", {}).get(layer, {}).get(key) for h in r["history"]]
                 axes[row, col].plot(ep, ys, color=colour, lw=1)
+                if key == "dead_channels" and ys and (ys[-1] or 0) > 0.05:  # name dying layers
+                    axes[row, col].annotate(
+                        layer, (ep[-1], ys[-1]), fontsize=7, ha="right", va="bottom"
+                    )
         axes[0, col].set_title(r["act"], fontsize=10)
         axes[1, col].set_xlabel("epoch")
     axes[0, 0].set_ylabel("flat fraction\n(|f'(x)| < 1e-3)")
     axes[1, 0].set_ylabel("dead channels\n(flat on a whole batch)")
     for ax in axes.ravel():
         ax.grid(alpha=0.3)
-    fig.suptitle(f"{model}: per layer (light = first, dark = last) over training")
+    fig.suptitle(title)
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
@@ -181,10 +192,34 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m train.experiments.study_report", description=__doc__
     )
-    p.add_argument("runs", type=pathlib.Path, help="folder holding the study's run folders")
+    p.add_argument(
+        "runs", nargs="?", type=pathlib.Path, help="folder holding the study's run folders"
+    )
     p.add_argument("--out", type=pathlib.Path, help="folder for table.md and the plots")
+    p.add_argument(
+        "--dead-plot",
+        nargs="+",
+        type=pathlib.Path,
+        metavar="RUN",
+        help="instead: plot the dead-unit panels of these run folders (any name) to --out/dead.png",
+    )
     a = p.parse_args(argv)
-    if not a.runs.is_dir():
+    if a.dead_plot:
+        if a.out is None:
+            p.error("--dead-plot needs --out")
+        runs = []
+        for folder in a.dead_plot:
+            path = folder / "metrics.jsonl"
+            if not path.exists():
+                p.error(f"--dead-plot: {path} does not exist")
+            history = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+            runs.append({"act": folder.name, "history": history})
+        a.out.mkdir(parents=True, exist_ok=True)
+        title = "one line per activation layer (layers with > 5% dead channels named)"
+        plot_dead_columns(runs, a.out / "dead.png", title)
+        print(f"written: {a.out}/dead.png")
+        return 0
+    if a.runs is None or not a.runs.is_dir():
         p.exit(2, f"study_report: error: runs folder {a.runs} does not exist\n")
     from train.experiments.study import STUDY_ACTIVATIONS
 
