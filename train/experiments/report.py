@@ -69,8 +69,8 @@ def table(rows: list[dict[str, Any]]) -> str:
         epochs = f"{r['epochs']}" + ("" if r["finished"] else " (running)")
         out.append(
             f"| {r['run']} | {r['label']} | {_fmt(r['params'], ',')} | {_fmt(r['train'])} "
-            f"| {_fmt(r['val'])} | {_fmt(r['book_train'], '.2f')} | {_fmt(r['book_val'], '.2f')} "
-            f"| {_fmt(delta, '+.3f')} | {_fmt(r['target'], '.2f')} | {epochs} "
+            f"| {_fmt(r['val'], '.4f')} | {_fmt(r['book_train'], '.2f')} | {_fmt(r['book_val'], '.2f')} "
+            f"| {_fmt(delta, '+.4f')} | {_fmt(r['target'], '.2f')} | {epochs} "
             f"| {_fmt(r['s_per_epoch'], '.1f')} | {r['device']} |"
         )
     return "\n".join(out)
@@ -99,7 +99,7 @@ def chart(rows: list[dict[str, Any]], path: pathlib.Path, title: str) -> None:
     ax.set_ylim(0.7, 1.0)
     ax.set_ylabel("accuracy")
     ax.set_title(title)
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.savefig(path, dpi=90)
     plt.close(fig)
