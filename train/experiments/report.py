@@ -69,7 +69,8 @@ def table(rows: list[dict[str, Any]]) -> str:
         epochs = f"{r['epochs']}" + ("" if r["finished"] else " (running)")
         out.append(
             f"| {r['run']} | {r['label']} | {_fmt(r['params'], ',')} | {_fmt(r['train'])} "
-            f"| {_fmt(r['val'], '.4f')} | {_fmt(r['book_train'], '.2f')} | {_fmt(r['book_val'], '.2f')} "
+            f"| {_fmt(r['val'], '.4f')} | {_fmt(r['book_train'], '.2f')} "
+            f"| {_fmt(r['book_val'], '.2f')} "
             f"| {_fmt(delta, '+.4f')} | {_fmt(r['target'], '.2f')} | {epochs} "
             f"| {_fmt(r['s_per_epoch'], '.1f')} | {r['device']} |"
         )
