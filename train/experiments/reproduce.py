@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-import subprocess
 import sys
+
+from train.experiments._runs import run_train, split_passthrough
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    extra: list[str] = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, extra = argv[:cut], argv[cut + 1 :]
+    argv, extra = split_passthrough(list(sys.argv[1:] if argv is None else argv))
     p = argparse.ArgumentParser(prog="python -m train.experiments.reproduce", description=__doc__)
     p.add_argument("presets", nargs="+", help="preset names (see python -m train --list-presets)")
     p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("runs/repro"))
@@ -32,14 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in a.presets:
         workdir = a.out / name
         cmd = [sys.executable, "-m", "train", "--preset", name, "--workdir", str(workdir)]
-        cmd += ["--no-progress"]
-        if a.data_dir:
-            cmd += ["--data-dir", a.data_dir]
-        if (workdir / "checkpoints").is_dir():
-            cmd.append("--resume")
-        cmd += extra
-        print("$", " ".join(cmd), flush=True)
-        rc = subprocess.call(cmd)
+        rc = run_train(cmd + ["--no-progress"], workdir, data_dir=a.data_dir, extra=extra)
         if rc != 0:
             print(f"reproduce: {name} exited with {rc}", flush=True)
             failed.append(name)

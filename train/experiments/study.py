@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-import subprocess
 import sys
+
+from train.experiments._runs import run_train, split_passthrough
 
 STUDY_ACTIVATIONS = ("relu", "leaky_relu", "prelu", "rrelu", "elu", "selu", "gelu", "silu")
 
@@ -44,11 +45,7 @@ def run_command(model: str, activation: str, seed: int, workdir: pathlib.Path) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    extra: list[str] = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, extra = argv[:cut], argv[cut + 1 :]
+    argv, extra = split_passthrough(list(sys.argv[1:] if argv is None else argv))
     p = argparse.ArgumentParser(prog="python -m train.experiments.study", description=__doc__)
     p.add_argument("--models", nargs="+", default=["netres", "netresdeep:10"])
     p.add_argument("--activations", nargs="+", default=list(STUDY_ACTIVATIONS))
@@ -66,15 +63,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"study: {workdir.name} done, skipped", flush=True)
                     continue
                 cmd = run_command(model, act, seed, workdir)
-                if a.data_dir:
-                    cmd += ["--data-dir", a.data_dir]
-                if (workdir / "checkpoints").is_dir():
-                    cmd.append("--resume")
-                cmd += extra
-                print("$", " ".join(cmd), flush=True)
-                if a.dry_run:
-                    continue
-                rc = subprocess.call(cmd)
+                rc = run_train(cmd, workdir, data_dir=a.data_dir, extra=extra, dry_run=a.dry_run)
                 if rc != 0:
                     print(f"study: {workdir.name} exited with {rc}", flush=True)
                     failed.append(workdir.name)
