@@ -7,10 +7,15 @@ process (medians of alternating rounds; compile time apart):
 * ``nnx.jit``: the textbook Flax NNX step (``nnx.jit`` over the model and an ``nnx.Optimizer``);
 * ``jit``: ``jax.jit`` of a pure function over ``nnx.split`` state (graphdef static), buffers
   donated, as ``relujax.training`` does (the ``python -m train`` step);
-* ``jit+conv``: the same with ``relujax._src.perf.conv_general_dilated`` in every conv (its
-  default kernel gradient: ``kernel_grad="split"`` on CPU); ``--kernel-grad`` also times
-  ``jit+conv(dw=conv)``, the single-convolution kernel gradient;
-* ``jit+conv+scan``: and the stacks of identical blocks scanned (compile time flat in depth);
+* ``jit+conv(split)``: the same with ``relujax._src.perf.conv_general_dilated`` in every conv,
+  kernel gradient summed over 16-image slices (the best step under XLA:CPU's default options,
+  which give convolutions to YNNPACK); ``--kernel-grad`` adds ``jit+conv`` (one-convolution
+  kernel gradient) and ``jit+conv(split)+opts``;
+* ``train: jit+conv+opts``: what ``python -m train`` compiles on CPU: the canonical-backward
+  conv (one-convolution kernel gradient) and ``perf.compiler_options()`` (XLA:CPU convolutions
+  on Eigen, reductions and dots on YNNPACK). On other backends (no options) ``jit`` is what
+  ``python -m train`` runs;
+* ``jit+conv+opts+scan``: and the stacks of identical blocks scanned (compile time flat in depth);
 * ``torch``: the PyTorch original (``tests/torch_models.py``), eager; ``torch.compile`` for the
   models named in ``--torch-compile``.
 
@@ -95,8 +100,12 @@ def _loss(logits, y):
     return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), y).mean()
 
 
-def jax_split_step(model: nnx.Module, tx, x, y):
-    """A pure ``jax.jit`` step over ``nnx.split`` state; returns (runner, compile_s, memory)."""
+def jax_split_step(model: nnx.Module, tx, x, y, *, compiler_options=None):
+    """A pure ``jax.jit`` step over ``nnx.split`` state; returns (runner, compile_s, memory).
+
+    ``compiler_options`` go to ``jax.jit`` (``perf.compiler_options()`` is what
+    ``relujax.training`` passes).
+    """
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     opt_state = tx.init(params)
 
@@ -111,7 +120,7 @@ def jax_split_step(model: nnx.Module, tx, x, y):
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), rest, opt_state, loss
 
-    jitted = jax.jit(step, donate_argnums=(0, 1, 2))
+    jitted = jax.jit(step, donate_argnums=(0, 1, 2), compiler_options=compiler_options)
     xj, yj = jnp.asarray(x), jnp.asarray(y)
     compiled, seconds = h.compile_jitted(jitted, params, rest, opt_state, xj, yj)
     state = {"s": (params, rest, opt_state)}
@@ -198,19 +207,28 @@ def bench_one(name: str, batch: int, args, *, dtype) -> list[dict[str, Any]]:
     x, y = _data(batch, num_classes)
     tx = optax.sgd(1e-3)
     stacked = spec["name"].startswith(STACKED)
-    variants: list[tuple[str, Any, bool]] = [("jit", False, False), ("jit+conv", True, False)]
+    opts = perf.compiler_options()
+    # (label, fast_conv, scan, compiler options); "train" is what `python -m train` compiles.
+    variants: list[tuple[str, Any, bool, Any]] = [
+        ("jit", False, False, None),
+        ("jit+conv(split)", "split", False, None),
+    ]
     if args.kernel_grad:
-        variants.append(("jit+conv(dw=conv)", "conv", False))
+        variants.append(("jit+conv", "conv", False, None))
+        if opts is not None:
+            variants.append(("jit+conv(split)+opts", "split", False, opts))
+    if opts is not None:
+        variants.append(("train: jit+conv+opts", True, False, opts))
     if stacked:
-        variants.append(("jit+conv+scan", True, True))
+        variants.append(("jit+conv+opts+scan", True, True, opts))
     runners, info = {}, {}
     if args.nnx_jit:
         model = _build(spec, fast_conv=False, scan=False, dtype=dtype)
         runners["nnx.jit"], c, _ = nnx_jit_step(model, tx, x, y)
         info["nnx.jit"] = {"compile_s": c, "memory": None}
-    for label, fast, scan in variants:
+    for label, fast, scan, copts in variants:
         model = _build(spec, fast_conv=fast, scan=scan, dtype=dtype)
-        runners[label], c, mem = jax_split_step(model, tx, x, y)
+        runners[label], c, mem = jax_split_step(model, tx, x, y, compiler_options=copts)
         info[label] = {"compile_s": c, "memory": mem}
     use_torch = not args.no_torch and h.torch_available()
     bf16 = dtype == jnp.bfloat16
@@ -269,12 +287,13 @@ def bench_residual(args) -> list[dict[str, Any]]:
     spec = {"name": "netresdeep", "n_blocks": n_blocks}
     x, y = _data(batch, 2)
     rows = []
-    for label, scan in (("jit+conv", False), ("jit+conv+scan", True)):
+    opts = perf.compiler_options()
+    for label, scan in (("jit+conv+opts", False), ("jit+conv+opts+scan", True)):
         runners, mems, compiles = {}, {}, {}
         for act_name, act in RESIDUAL_ACTIVATIONS.items():
             model = _build(spec, fast_conv=True, scan=scan, dtype=jnp.float32, activation=act)
             runners[act_name], compiles[act_name], mems[act_name] = jax_split_step(
-                model, optax.sgd(1e-3), x, y
+                model, optax.sgd(1e-3), x, y, compiler_options=opts
             )
         times = h.time_alternating(runners, repeats=args.repeats or (3 if args.quick else 7))
         base = times["relujax.relu"]["median"]
@@ -317,7 +336,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument(
         "--kernel-grad",
         action="store_true",
-        help="also time jit+conv with the single-convolution kernel gradient (dw=conv)",
+        help="also time jit+conv (one-convolution kernel gradient) and jit+conv(split)+opts",
     )
     p.add_argument(
         "--residual",

@@ -158,3 +158,72 @@ def test_kernel_grad_rejects_unknown():
 def test_use_fast_conv_kernel_grad():
     model = perf.use_fast_conv(nnx.Conv(3, 4, (3, 3), rngs=nnx.Rngs(0)), kernel_grad="conv")
     assert model.conv_general_dilated.keywords == {"kernel_grad": "conv"}
+
+
+# --- max_pool ---------------------------------------------------------------------------------
+
+
+def _stock_pool(x, k):
+    return nnx.max_pool(x, (k, k), strides=(k, k))
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 8, 3), (3, 7, 9, 2), (1, 6, 6, 1)])
+@pytest.mark.parametrize("k", [2, 3])
+def test_max_pool_matches_lax_bitwise(shape, k):
+    # Integer-valued, ReLU'd input: many tied maxima (zeros and repeats), where the choice of
+    # which element gets the cotangent shows.
+    rng = np.random.default_rng(k)
+    x = jnp.asarray(np.maximum(rng.integers(-3, 4, shape), 0), jnp.float32)
+    out_shape = _stock_pool(x, k).shape
+    g = jnp.asarray(rng.standard_normal(out_shape), jnp.float32)
+    t = jnp.asarray(rng.standard_normal(shape), jnp.float32)
+    np.testing.assert_array_equal(perf.max_pool(x, k), _stock_pool(x, k))
+    for f_vjp in (jax.jit, lambda f: f):
+        mine = f_vjp(lambda x, g: jax.vjp(lambda v: perf.max_pool(v, k), x)[1](g)[0])(x, g)
+        ref = jax.vjp(lambda v: _stock_pool(v, k), x)[1](g)[0]
+        np.testing.assert_array_equal(mine, ref)
+    np.testing.assert_array_equal(
+        jax.jvp(lambda v: perf.max_pool(v, k), (x,), (t,))[1],
+        jax.jvp(lambda v: _stock_pool(v, k), (x,), (t,))[1],
+    )
+
+
+def test_max_pool_nan_window_like_torch():
+    x = jnp.array([1.0, jnp.nan, 3.0, 2.0, 0.0, 5.0, 5.0, 5.0]).reshape(1, 2, 4, 1)
+    y = perf.max_pool(x, 2)
+    assert np.isnan(y[0, 0, 0, 0]) and y[0, 0, 1, 0] == 5.0
+    dx = jax.grad(lambda v: perf.max_pool(v, 2).sum())(x).ravel()
+    # Rows (1, nan, 3, 2) and (0, 5, 5, 5): window 0 = (1, nan / 0, 5) sends it to the NaN,
+    # window 1 = (3, 2 / 5, 5) to its first 5.
+    np.testing.assert_array_equal(dx, [0, 1, 0, 0, 0, 0, 1, 0])
+
+
+@pytest.mark.parametrize(
+    ("x", "window", "match"),
+    [
+        (jnp.ones((4, 4)), 2, "NHWC"),
+        (jnp.ones((1, 4, 4, 1)), 0, "positive int"),
+        (jnp.ones((1, 4, 4, 1)), 5, "larger than the input"),
+    ],
+)
+def test_max_pool_rejects_bad_input(x, window, match):
+    with pytest.raises(ValueError, match=match):
+        perf.max_pool(x, window)
+
+
+def test_compiler_options_per_backend():
+    assert perf.compiler_options("gpu") is None and perf.compiler_options("tpu") is None
+    opts = perf.compiler_options("cpu")
+    if opts is None:  # only where this XLA rejects the (experimental) option
+        pytest.skip("this XLA:CPU does not accept the option")
+
+    def conv(x, w):
+        return lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DN)
+
+    x, w = jnp.ones((4, 8, 8, 32)), jnp.ones((3, 3, 32, 32))
+    np.testing.assert_allclose(
+        jax.jit(conv, compiler_options=opts)(x, w), jax.jit(conv)(x, w), rtol=1e-6
+    )
+    if jax.default_backend() == "cpu":  # the convolution is no longer a YNNPACK fusion
+        hlo = jax.jit(conv, compiler_options=opts).lower(x, w).compile().as_text()
+        assert "__ynn_fusion" not in hlo and " convolution(" in hlo

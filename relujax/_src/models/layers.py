@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from relujax._src import perf
+
 Dtype = jnp.dtype | type | None
 
 
@@ -86,8 +88,14 @@ def linear(
 
 
 def max_pool(x: jax.Array, size: int = 2, stride: int | None = None, padding: int = 0):
-    """``F.max_pool2d`` on NHWC (floor mode; padding with -inf)."""
+    """``F.max_pool2d`` on NHWC (floor mode; padding with -inf).
+
+    On CPU, non-overlapping windows without padding (the book's ``max_pool2d(x, 2)``) use
+    ``perf.max_pool``: same values and derivatives, 6x faster backward on XLA:CPU.
+    """
     s = size if stride is None else stride
+    if s == size and padding == 0 and jax.default_backend() == "cpu":
+        return perf.max_pool(x, size)
     return nnx.max_pool(
         x, (size, size), strides=(s, s), padding=((padding, padding), (padding, padding))
     )
