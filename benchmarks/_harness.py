@@ -51,6 +51,7 @@ def time_alternating(
     repeats: int = 7,
     warmup: int = 2,
     max_seconds: float | None = None,
+    settle: int = 0,
 ) -> dict[str, dict[str, float]]:
     """Medians of ``fns`` timed in turn, in seconds.
 
@@ -58,6 +59,10 @@ def time_alternating(
     :func:`block`). After ``warmup`` untimed rounds, ``repeats`` rounds call every function once
     each, in order, so slow spells of a shared machine hit all candidates alike. With
     ``max_seconds`` the rounds stop early (after at least 3) once that much time has passed.
+    ``settle`` > 0 makes each turn call its function that many times untimed before the timed
+    call: the timed call then finds its own data in the caches and no other library's threads
+    still spinning (PyTorch's OpenMP workers busy-wait after a parallel region), which matters
+    when candidates of different libraries alternate in one process.
 
     Returns ``{name: {"median": s, "min": s, "n": rounds, "samples": [...]}}``.
     """
@@ -68,6 +73,8 @@ def time_alternating(
     start = time.perf_counter()
     for i in range(repeats):
         for name, fn in fns.items():
+            for _ in range(settle):
+                block(fn())
             t0 = time.perf_counter()
             block(fn())
             samples[name].append(time.perf_counter() - t0)

@@ -5,8 +5,10 @@ training step (``jax.jit`` over ``nnx.split`` state, as ``benchmarks.train_step`
 default backend. Three constructions:
 
 * ``unrolled``: a Python loop over the blocks with plain ``lax`` convolutions (XLA sees N copies);
-* ``unrolled+conv``: the same with ``relujax._src.perf.conv_general_dilated``;
-* ``scan+conv``: ``jax.lax.scan`` over the stacked blocks with that convolution;
+* ``unrolled+conv+opts``: the same with ``relujax._src.perf.conv_general_dilated`` and
+  ``perf.compiler_options()`` (on CPU: Eigen convolutions): what ``python -m train`` compiles;
+* ``scan+conv+opts``: ``jax.lax.scan`` over the stacked blocks, with that convolution and
+  options;
 * ``scan``: ``scan`` with plain ``lax`` convolutions: on XLA:CPU its backward runs a naive
   convolution loop (>100x slower), so it is timed once, only at the smallest depth.
 
@@ -27,13 +29,14 @@ import optax
 
 from benchmarks import _harness as h
 from benchmarks.train_step import _build, _data, jax_split_step
+from relujax._src import perf
 
-# label -> (fast_conv, scan)
+# label -> (fast_conv, scan, with perf.compiler_options())
 VARIANTS = {
-    "unrolled": (False, False),
-    "unrolled+conv": (True, False),
-    "scan+conv": (True, True),
-    "scan": (False, True),
+    "unrolled": (False, False, False),
+    "unrolled+conv+opts": (True, False, True),
+    "scan+conv+opts": (True, True, True),
+    "scan": (False, True, False),
 }
 
 
@@ -42,7 +45,7 @@ def run(depths: list[int], batch: int, repeats: int) -> list[dict[str, Any]]:
     x, y = _data(batch, 2)
     for depth in depths:
         runners, compile_s, mem = {}, {}, {}
-        for label, (fast, scan) in VARIANTS.items():
+        for label, (fast, scan, opts) in VARIANTS.items():
             if label == "scan" and depth != depths[0]:
                 continue  # the pathological one: only at the smallest depth
             model = _build(
@@ -52,7 +55,11 @@ def run(depths: list[int], batch: int, repeats: int) -> list[dict[str, Any]]:
                 dtype=jnp.float32,
             )
             runners[label], compile_s[label], mem[label] = jax_split_step(
-                model, optax.sgd(1e-3), x, y
+                model,
+                optax.sgd(1e-3),
+                x,
+                y,
+                compiler_options=perf.compiler_options() if opts else None,
             )
         slow = {"scan": runners.pop("scan")} if "scan" in runners else {}
         times = h.time_alternating(runners, repeats=repeats)

@@ -2,8 +2,8 @@
 
 The 3x3, 32 -> 32 channel convolution of NetResDeep's blocks at 16x16, batch 64, float32, in
 three pieces, timed in turn: NHWC/HWIO vs NCHW/OIHW, XLA's own transpose rule vs
-``relujax._src.perf.conv_general_dilated``'s (its default kernel gradient, on CPU a sum over
-16-image slices of the batch, ``split``, and one convolution, ``conv``), other kernel-gradient
+``relujax._src.perf.conv_general_dilated``'s (its default one-convolution kernel gradient, and
+``kernel_grad="split"``, a sum over 16-image slices of the batch), other kernel-gradient
 formulations (nine shifted matrix products; an im2col matrix and one GEMM; batch slices of 8 or
 32), and (CPU only) YNNPACK vs XLA's Eigen convolutions (per-compile ``compiler_options``).
 
@@ -63,6 +63,40 @@ def _sliced_dw(x, g, piece):
     return out.transpose(1, 2, 0, 3)
 
 
+def _torch_runners(b: int, s: int, ch: int) -> dict[str, Any]:
+    """PyTorch's pieces of the same convolution (oneDNN on CPU), NCHW and channels-last."""
+    import torch
+    import torch.nn.functional as F
+
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(b, ch, s, s, generator=gen).to(dev)
+    w = (0.1 * torch.randn(ch, ch, 3, 3, generator=gen)).to(dev)
+    g = torch.randn(b, ch, s, s, generator=gen).to(dev)
+    back = torch.ops.aten.convolution_backward
+    out = {}
+    for fmt, mf in (("NCHW", torch.contiguous_format), ("channels_last", torch.channels_last)):
+        xx, ww, gg = (t.contiguous(memory_format=mf) for t in (x, w, g))
+        calls = {
+            "fwd": lambda xx=xx, ww=ww: F.conv2d(xx, ww, padding=1),
+            "dx": lambda xx=xx, ww=ww, gg=gg: back(
+                gg, xx, ww, None, (1, 1), (1, 1), (1, 1), False, (0, 0), 1, (True, False, False)
+            ),
+            "dw": lambda xx=xx, ww=ww, gg=gg: back(
+                gg, xx, ww, None, (1, 1), (1, 1), (1, 1), False, (0, 0), 1, (False, True, False)
+            ),
+        }
+        for piece, call in calls.items():
+
+            def run(call=call):
+                call()
+                sync()
+
+            out[f"torch {fmt} {piece}"] = run
+    return out
+
+
 def _pieces(layout: str, conv) -> dict[str, Any]:
     nhwc = layout == "NHWC"
     dn = ("NHWC", "HWIO", "NHWC") if nhwc else ("NCHW", "OIHW", "NCHW")
@@ -94,10 +128,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for piece, fn in _pieces(layout, lax.conv_general_dilated).items():
             cases[f"{layout} lax {piece}"] = (fn, layout, {})
     for piece, fn in _pieces("NHWC", perf.conv_general_dilated).items():
-        if piece != "fwd":  # perf's default kernel gradient: "split" on CPU, "conv" elsewhere
+        if piece != "fwd":  # perf's default kernel gradient: one convolution
             cases[f"NHWC perf {piece}"] = (fn, "NHWC", {})
-    conv = functools.partial(perf.conv_general_dilated, kernel_grad="conv")
-    cases["NHWC perf dw (kernel_grad=conv)"] = (_pieces("NHWC", conv)["dw"], "NHWC", {})
+    split = functools.partial(perf.conv_general_dilated, kernel_grad="split")
+    cases["NHWC perf dw (kernel_grad=split)"] = (_pieces("NHWC", split)["dw"], "NHWC", {})
     cases["NHWC shifted-matmul dw"] = (lambda x, w, g: _shifted_dw(x, g), "NHWC", {})
     cases["NHWC im2col-GEMM dw"] = (lambda x, w, g: _im2col_dw(x, g), "NHWC", {})
     for piece in (8, 32):
@@ -110,12 +144,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if jax.default_backend() == "cpu":
         for piece, fn in _pieces("NHWC", lax.conv_general_dilated).items():
             cases[f"NHWC lax {piece} (Eigen, no YNNPACK)"] = (fn, "NHWC", NO_YNN)
+        train_opts = perf.compiler_options()
+        if train_opts is not None:  # what python -m train compiles: perf's conv, Eigen
+            for piece, fn in _pieces("NHWC", perf.conv_general_dilated).items():
+                cases[f"NHWC perf {piece} (train: compiler_options)"] = (fn, "NHWC", train_opts)
     runners = {}
     for name, (fn, layout, opts) in cases.items():
         x, w, g = arrays[layout]
         call_args = (x, w) if name.endswith("fwd") or "fwd (" in name else (x, w, g)
         compiled = jax.jit(fn).lower(*call_args).compile(compiler_options=opts or None)
         runners[name] = lambda compiled=compiled, a=call_args: compiled(*a)
+    if not args.no_torch and h.torch_available():
+        runners.update(_torch_runners(b, s, ch))
     times = h.time_alternating(runners, repeats=args.repeats or (3 if args.quick else 15))
     flops = 2 * b * s * s * ch * ch * 9
     rows = [

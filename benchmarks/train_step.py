@@ -11,7 +11,7 @@ process (medians of alternating rounds; compile time apart):
   kernel gradient summed over 16-image slices (the best step under XLA:CPU's default options,
   which give convolutions to YNNPACK); ``--kernel-grad`` adds ``jit+conv`` (one-convolution
   kernel gradient) and ``jit+conv(split)+opts``;
-* ``train: jit+conv+opts``: what ``python -m train`` compiles on CPU: the canonical-backward
+* ``jit+conv+opts``: what ``python -m train`` compiles on CPU: the canonical-backward
   conv (one-convolution kernel gradient) and ``perf.compiler_options()`` (XLA:CPU convolutions
   on Eigen, reductions and dots on YNNPACK). On other backends (no options) ``jit`` is what
   ``python -m train`` runs;
@@ -218,7 +218,7 @@ def bench_one(name: str, batch: int, args, *, dtype) -> list[dict[str, Any]]:
         if opts is not None:
             variants.append(("jit+conv(split)+opts", "split", False, opts))
     if opts is not None:
-        variants.append(("train: jit+conv+opts", True, False, opts))
+        variants.append(("jit+conv+opts", True, False, opts))
     if stacked:
         variants.append(("jit+conv+opts+scan", True, True, opts))
     runners, info = {}, {}
@@ -242,7 +242,12 @@ def bench_one(name: str, batch: int, args, *, dtype) -> list[dict[str, Any]]:
                 info["torch.compile"] = {"compile_s": c, "torch_peak": peak}
             except Exception as e:  # noqa: BLE001 - inductor may be unavailable; say so
                 print(f"  torch.compile failed for {name}: {type(e).__name__}: {e}"[:300])
-    times = h.time_alternating(runners, repeats=args.repeats or (3 if args.quick else 7))
+    # settle=1: each turn runs its step once untimed first, as in a training loop (consecutive
+    # steps of one model); without it PyTorch's timed call follows another library's and runs
+    # 1.2x slower (RESULTS.md, "Measuring protocol").
+    times = h.time_alternating(
+        runners, repeats=args.repeats or (3 if args.quick else 7), settle=args.settle
+    )
     rows = []
     ref = times["torch"]["median"] if "torch" in times else None
     for label, t in times.items():
@@ -333,6 +338,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="comma list of models to also time with torch.compile (inductor), or 'all'",
     )
     p.add_argument("--nnx-jit", action="store_true", help="also time the nnx.jit step")
+    p.add_argument(
+        "--settle",
+        type=int,
+        default=1,
+        help="untimed calls before each timed one, per turn (default 1; 0: strict alternation)",
+    )
     p.add_argument(
         "--kernel-grad",
         action="store_true",
