@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.activations --quick
 	$(PY) -m benchmarks.train_step --quick
 	$(PY) -m benchmarks.compile_time --quick
+	$(PY) -m benchmarks.step_isolated --quick
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -89,3 +89,13 @@ def test_conv_pieces_quick(tmp_path):
     rows = {r["case"]: r for r in json.loads(out.read_text())["rows"]}
     assert {"NHWC lax dw", "NHWC perf dw", "NHWC perf dw (kernel_grad=split)"} <= set(rows)
     assert all(r["ms"] > 0 for r in rows.values())
+
+
+def test_step_isolated_quick(tmp_path):
+    from benchmarks import step_isolated
+
+    out = tmp_path / "si.json"
+    step_isolated.main(["--quick", "--out", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert rows[0]["impl"].startswith("relujax") and rows[0]["step_ms"] > 0
+    assert len(rows[0]["samples"]) == 3  # --quick: one round of 3 timed steps per child

@@ -38,9 +38,10 @@ def build_model(config: TrainConfig, num_classes: int) -> nnx.Module:
     except (TypeError, ValueError) as e:
         raise ConfigError(f"--model {config.model}: {e}") from e
     if jax.default_backend() == "cpu":
-        # Same values, faster backward on XLA:CPU (benchmarks/RESULTS.md: kernel gradient 1.5x,
-        # NetResDeep/resnet20 steps 1.08-1.18x). Only here, not in the models themselves: its
-        # custom_vjp has no forward mode, and library users may want jvp/hessian of a model.
+        # Same values, faster backward on XLA:CPU: with the steps' compiler options (Eigen
+        # convolutions) NetResDeep's step ran 786 vs 861 ms with lax's transpose rule
+        # (benchmarks/RESULTS.md). Only here, not in the models themselves: its custom_vjp has
+        # no forward mode, and library users may want jvp/hessian of a model.
         from relujax._src import perf
 
         perf.use_fast_conv(model)
