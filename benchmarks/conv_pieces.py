@@ -18,6 +18,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 from jax import lax
 
 from benchmarks import _harness as h
@@ -112,7 +113,14 @@ def _pieces(layout: str, conv) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = h.parser(__doc__.splitlines()[0]).parse_args(argv)
+    p = h.parser(__doc__.splitlines()[0])
+    p.add_argument(
+        "--settle",
+        type=int,
+        default=0,
+        help="untimed calls before each timed one, per turn (1: consecutive-call timings)",
+    )
+    args = p.parse_args(argv)
     h.header("conv_pieces")
     b, s, ch = (8, 8, 16) if args.quick else (64, 16, 32)
     rng = np.random.default_rng(0)
@@ -154,15 +162,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         call_args = (x, w) if name.endswith("fwd") or "fwd (" in name else (x, w, g)
         compiled = jax.jit(fn).lower(*call_args).compile(compiler_options=opts or None)
         runners[name] = lambda compiled=compiled, a=call_args: compiled(*a)
+    # NetResDeep's first max pool (after the stem conv: 2x the block's width and height),
+    # forward+backward: flax/lax's reduce_window vs relujax's (relujax._src.perf.max_pool).
+    xp = jnp.asarray(rng.standard_normal((b, 2 * s, 2 * s, ch)), jnp.float32)
+    gp = jnp.asarray(rng.standard_normal((b, s, s, ch)), jnp.float32)
+    for name, pool in (
+        ("max_pool 2x2 fwd+bwd (nnx.max_pool)", lambda v: nnx.max_pool(v, (2, 2), strides=(2, 2))),
+        ("max_pool 2x2 fwd+bwd (perf.max_pool)", lambda v: perf.max_pool(v, 2)),
+    ):
+        c = jax.jit(lambda v, g, pool=pool: jax.vjp(pool, v)[1](g)[0]).lower(xp, gp).compile()
+        runners[name] = lambda c=c: c(xp, gp)
     if not args.no_torch and h.torch_available():
         runners.update(_torch_runners(b, s, ch))
-    times = h.time_alternating(runners, repeats=args.repeats or (3 if args.quick else 15))
+    times = h.time_alternating(
+        runners, repeats=args.repeats or (3 if args.quick else 15), settle=args.settle
+    )
     flops = 2 * b * s * s * ch * ch * 9
     rows = [
         {
             "case": name,
             "ms": 1e3 * t["median"],
-            "GFLOP_per_s": flops / t["median"] / 1e9,
+            "GFLOP_per_s": None if name.startswith("max_pool") else flops / t["median"] / 1e9,
             "samples": t["samples"],
         }
         for name, t in times.items()

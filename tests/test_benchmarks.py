@@ -99,3 +99,38 @@ def test_step_isolated_quick(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert rows[0]["impl"].startswith("relujax") and rows[0]["step_ms"] > 0
     assert len(rows[0]["samples"]) == 3  # --quick: one round of 3 timed steps per child
+
+
+def test_step_variants_quick(tmp_path):
+    from benchmarks import step_variants
+
+    out = tmp_path / "sv.json"
+    step_variants.main(["--quick", "--repeats", "1", "--out", str(out)])
+    rows = {r["variant"]: r for r in json.loads(out.read_text())["rows"]}
+    assert {"default", "train"} <= set(rows) and rows["train"]["vs_train"] == 1.0
+    assert all(r["step_ms"] > 0 for r in rows.values())
+
+
+def test_step_variants_bn_vjp_matches_autodiff():
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from benchmarks import step_variants as sv
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((4, 3, 3, 5)) + 2.0, jnp.float32)
+    scale, bias = jnp.asarray(rng.uniform(0.5, 1.5, 5), jnp.float32), jnp.zeros(5)
+    w = jnp.asarray(rng.standard_normal(x.shape), jnp.float32)
+
+    def loss(f):
+        def inner(x, scale, bias):
+            y, mean, var = f(x, scale, bias, 1e-5)
+            return jnp.sum(w * y) + jnp.sum(mean**2) + jnp.sum(var)
+
+        return inner
+
+    mine = jax.grad(loss(sv._bn), argnums=(0, 1, 2))(x, scale, bias)
+    ref = jax.grad(loss(lambda *a: sv._bn_fwd(*a)[0]), argnums=(0, 1, 2))(x, scale, bias)
+    for a, b in zip(mine, ref, strict=True):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)

@@ -19,14 +19,15 @@ What is here and why (measured by ``benchmarks/``, figures in ``benchmarks/RESUL
   scanned stack runs at roughly the unrolled speed and compiles in constant time in depth.
 * :func:`compiler_options`: per-backend XLA compile options for training steps. On XLA:CPU,
   convolutions go to Eigen instead of YNNPACK (reductions and dots stay with YNNPACK): on an
-  idle 2-core Zen 5 VM the three convolution pieces of a ResBlock ran 1.3-1.9x faster under
-  Eigen, and NetResDeep's training step 1.35x faster (``benchmarks/RESULTS.md``).
+  idle 2-core Zen 5 VM the three convolution pieces of a ResBlock ran 1.7-2.3x faster under
+  Eigen, and NetResDeep's training step 1.32x faster (``benchmarks/RESULTS.md``).
 * :func:`max_pool`: non-overlapping max pooling (window = stride, no padding: the book's
   ``F.max_pool2d(x, 2)``) as a reshape and a max, with an explicit derivative that sends each
   window's cotangent to its first maximum, as ``lax.reduce_window``'s does (bit-identical
   results, forward and reverse mode; NaN windows as in PyTorch). XLA:CPU expands the stock
   derivative (``select_and_scatter``) into index iotas, a variadic reduce-window and a
-  scatter: a (64, 32, 32, 32) pool's forward+backward took 26.4 ms, this one 4.4 ms.
+  scatter: NetResDeep's first pool, forward+backward, is 6-10x faster this way
+  (``python -m benchmarks.conv_pieces``).
 * :func:`scan_blocks_by_default`: unrolled or scanned stacks, per backend.
 """
 
@@ -100,10 +101,11 @@ def compiler_options(backend: str | None = None) -> dict[str, str] | None:
 
     Pass them to ``jax.jit(..., compiler_options=compiler_options())``; ``relujax.training``
     does. On CPU they make XLA run convolutions with Eigen rather than YNNPACK (reductions and
-    dots stay with YNNPACK); measured side by side on a 2-core AMD EPYC (Zen 5) VM, jaxlib
-    0.10.2: a ResBlock's convolution forward 1.40 vs 1.79 ms, input gradient 1.26 vs 1.68 ms,
-    kernel gradient 2.48 vs 4.64 ms (3.02 with ``kernel_grad="split"``); NetResDeep's training
-    step (100 blocks, batch 64) 707 vs 961 ms, resnet20's 182 vs 208 ms (median of 9).
+    dots stay with YNNPACK). Measured side by side on an idle 2-core AMD EPYC (Zen 5) VM, jaxlib
+    0.10.2 (``benchmarks/RESULTS.md``): each piece of a ResBlock's convolution (forward, input
+    and kernel gradient) 1.7-2.3x faster (``python -m benchmarks.conv_pieces``); NetResDeep's
+    training step (100 blocks, batch 64) 677 ms vs 897 ms for the best step under the default
+    options (``python -m benchmarks.train_step --kernel-grad``).
     ``None`` on other backends, and on a CPU whose XLA rejects the (experimental) option.
 
     Example:
@@ -171,7 +173,7 @@ def conv_general_dilated(
     the output channels exceed 16, else one convolution); ``None`` (default): ``"conv"``. Use
     ``"split"`` only for steps compiled with XLA:CPU's default options (YNNPACK convolutions);
     with :func:`compiler_options` (Eigen convolutions), as ``relujax.training`` compiles them,
-    one convolution is as fast or faster (NetResDeep step 707 vs 795 ms).
+    one convolution is faster (NetResDeep step 677 vs 732 ms).
 
     Example:
         >>> import jax, jax.numpy as jnp

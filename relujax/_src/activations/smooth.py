@@ -159,8 +159,8 @@ def _softplus_parts(x, beta, threshold):
 def _sigmoid_from(bx, e):
     """sigmoid(bx) from e = exp(-|bx|): 1 / (1 + e) for bx >= 0, e / (1 + e) below.
 
-    Saves the second exponential of a fused softplus forward+backward (a third of its
-    arithmetic); no overflow, since e <= 1.
+    Saves the second exponential of a fused softplus forward+backward; no overflow, since
+    e <= 1.
     """
     return jnp.where(bx >= 0, jnp.ones_like(e), e) / (1 + e)
 

@@ -38,10 +38,11 @@ def build_model(config: TrainConfig, num_classes: int) -> nnx.Module:
     except (TypeError, ValueError) as e:
         raise ConfigError(f"--model {config.model}: {e}") from e
     if jax.default_backend() == "cpu":
-        # Same values, faster backward on XLA:CPU: with the steps' compiler options (Eigen
-        # convolutions) NetResDeep's step ran 786 vs 861 ms with lax's transpose rule
-        # (benchmarks/RESULTS.md). Only here, not in the models themselves: its custom_vjp has
-        # no forward mode, and library users may want jvp/hessian of a model.
+        # Same values. Under YNNPACK convolutions (XLA:CPU's default options) its backward is
+        # 1.4x faster than lax's transpose rule; under the steps' compiler options (Eigen) the
+        # two are within run-to-run noise (`python -m benchmarks.step_variants`: "train" vs
+        # "train, lax conv"). Only here, not in the models themselves: its custom_vjp has no
+        # forward mode, and library users may want jvp/hessian of a model.
         from relujax._src import perf
 
         perf.use_fast_conv(model)
