@@ -5,7 +5,8 @@ three pieces, timed in turn: NHWC/HWIO vs NCHW/OIHW, XLA's own transpose rule vs
 ``relujax._src.perf.conv_general_dilated``'s (its default one-convolution kernel gradient, and
 ``kernel_grad="split"``, a sum over 16-image slices of the batch), other kernel-gradient
 formulations (nine shifted matrix products; an im2col matrix and one GEMM; batch slices of 8 or
-32), and (CPU only) YNNPACK vs XLA's Eigen convolutions (per-compile ``compiler_options``).
+32), (CPU only) YNNPACK vs XLA's Eigen convolutions (per-compile ``compiler_options``), and
+relujax's native kernels (``relujax._src.native``, what ``python -m train`` runs on CPU).
 
     python -m benchmarks.conv_pieces
 """
@@ -22,7 +23,7 @@ from flax import nnx
 from jax import lax
 
 from benchmarks import _harness as h
-from relujax._src import perf
+from relujax._src import native, perf
 
 NO_YNN = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
@@ -135,10 +136,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for layout in ("NHWC", "NCHW"):
         for piece, fn in _pieces(layout, lax.conv_general_dilated).items():
             cases[f"{layout} lax {piece}"] = (fn, layout, {})
-    for piece, fn in _pieces("NHWC", perf.conv_general_dilated).items():
+    xla_perf = functools.partial(perf.conv_general_dilated, native=False)  # XLA's convs only
+    for piece, fn in _pieces("NHWC", xla_perf).items():
         if piece != "fwd":  # perf's default kernel gradient: one convolution
             cases[f"NHWC perf {piece}"] = (fn, "NHWC", {})
-    split = functools.partial(perf.conv_general_dilated, kernel_grad="split")
+    split = functools.partial(perf.conv_general_dilated, kernel_grad="split", native=False)
     cases["NHWC perf dw (kernel_grad=split)"] = (_pieces("NHWC", split)["dw"], "NHWC", {})
     cases["NHWC shifted-matmul dw"] = (lambda x, w, g: _shifted_dw(x, g), "NHWC", {})
     cases["NHWC im2col-GEMM dw"] = (lambda x, w, g: _im2col_dw(x, g), "NHWC", {})
@@ -153,9 +155,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for piece, fn in _pieces("NHWC", lax.conv_general_dilated).items():
             cases[f"NHWC lax {piece} (Eigen, no YNNPACK)"] = (fn, "NHWC", NO_YNN)
         train_opts = perf.compiler_options()
-        if train_opts is not None:  # what python -m train compiles: perf's conv, Eigen
-            for piece, fn in _pieces("NHWC", perf.conv_general_dilated).items():
+        if train_opts is not None:  # perf's conv on XLA's Eigen convolutions
+            for piece, fn in _pieces("NHWC", xla_perf).items():
                 cases[f"NHWC perf {piece} (train: compiler_options)"] = (fn, "NHWC", train_opts)
+        if native.available():  # what python -m train compiles on CPU: relujax's kernels
+            for piece, fn in _pieces("NHWC", perf.conv_general_dilated).items():
+                cases[f"NHWC native {piece} (train: native kernels)"] = (fn, "NHWC", train_opts)
     runners = {}
     for name, (fn, layout, opts) in cases.items():
         x, w, g = arrays[layout]

@@ -7,9 +7,11 @@ independent blocks (``--blocks``), float32, on the default backend:
 
 * ``default``: XLA's default options (on CPU: YNNPACK convolutions), canonical-backward conv;
 * ``train``: ``perf.compiler_options()`` (Eigen convolutions, YNNPACK reductions and dots) and
-  the canonical-backward conv: what ``python -m train`` compiles;
+  ``perf.conv_general_dilated`` with its defaults (on CPU relujax's native convolution
+  kernels, ``relujax._src.native``): what ``python -m train`` compiles;
+* ``train, XLA convs``: the same with XLA's convolutions (``native=False``; session 3's step);
 * ``train, lax conv``: the same options with ``lax``'s own convolution transpose rule;
-* ``train, split dW``: with the 16-image kernel-gradient split;
+* ``train, split dW``: XLA's convolutions with the 16-image kernel-gradient split;
 * ``eigen everything``: no YNNPACK fusion at all;
 * ``+ynn eltwise``: YNNPACK also for element-wise fusions;
 * ``+concurrency scheduler`` / ``+vector width 512``: two more XLA:CPU options on top of ``train``;
@@ -20,6 +22,7 @@ On backends other than CPU the CPU-only variants are skipped.
 
     python -m benchmarks.step_variants
     python -m benchmarks.step_variants --quick      # 4 blocks, batch 8
+    python -m benchmarks.step_variants --only "train, BN vjp" --repeats 15
 """
 
 from __future__ import annotations
@@ -104,15 +107,20 @@ def _patched_block_call(kind: str):
 def variants() -> dict[str, tuple[Any, dict[str, Any] | None, str | None]]:
     """label -> (fast_conv for ``_build``, compile options, block patch)."""
     out: dict[str, tuple[Any, dict[str, Any] | None, str | None]] = {
-        "default": (True, None, None),
+        "default": ({"native": False}, None, None),
         "train": (True, perf.compiler_options(), None),
     }
     if perf.compiler_options() is None:
         return out
     out.update(
         {
+            "train, XLA convs": ({"native": False}, perf.compiler_options(), None),
             "train, lax conv": (False, perf.compiler_options(), None),
-            "train, split dW": ("split", perf.compiler_options(), None),
+            "train, split dW": (
+                {"kernel_grad": "split", "native": False},
+                perf.compiler_options(),
+                None,
+            ),
             "eigen everything": (True, {_YNN: ""}, None),
             "+ynn eltwise": (
                 True,
@@ -138,6 +146,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = h.parser(__doc__.splitlines()[0])
     p.add_argument("--blocks", type=int, default=None, help="ResBlocks (default 100; quick 4)")
     p.add_argument("--batch-size", type=int, default=None, help="default 64 (quick: 8)")
+    p.add_argument(
+        "--only", nargs="+", default=None, help='variant labels to time (always with "train")'
+    )
     args = p.parse_args(argv)
     blocks = args.blocks or (4 if args.quick else 100)
     batch = args.batch_size or (8 if args.quick else 64)
@@ -145,7 +156,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     x, y = _data(batch, 2)
     runners, info = {}, {}
     original = ResBlock.__call__
-    for label, (fast, opts, patch) in variants().items():
+    chosen = variants()
+    if args.only:
+        unknown = sorted(set(args.only) - set(chosen))
+        if unknown:
+            p.error(f"--only: unknown variants {unknown}; known: {sorted(chosen)}")
+        chosen = {k: v for k, v in chosen.items() if k == "train" or k in args.only}
+    for label, (fast, opts, patch) in chosen.items():
         try:
             if patch:
                 ResBlock.__call__ = _patched_block_call(patch)

@@ -44,7 +44,7 @@ from flax import nnx
 
 import relujax
 from benchmarks import _harness as h
-from relujax._src import perf
+from relujax._src import native, perf
 from relujax._src.activations.memory import residual_bytes
 from relujax.models import create_model
 
@@ -90,8 +90,11 @@ def _build(
     if name.startswith(STACKED):
         kw["scan_blocks"] = scan
     model = create_model(name, rngs=nnx.Rngs(0), dtype=dtype, activation=activation, **kw)
-    if fast_conv:  # True: perf's defaults; a string: that kernel_grad
-        perf.use_fast_conv(model, kernel_grad=None if fast_conv is True else fast_conv)
+    if fast_conv:  # True: perf's defaults; a string: that kernel_grad; a dict: the options
+        if isinstance(fast_conv, dict):
+            perf.use_fast_conv(model, **fast_conv)
+        else:
+            perf.use_fast_conv(model, kernel_grad=None if fast_conv is True else fast_conv)
     model.train()
     return model
 
@@ -209,18 +212,28 @@ def bench_one(name: str, batch: int, args, *, dtype) -> list[dict[str, Any]]:
     stacked = spec["name"].startswith(STACKED)
     opts = perf.compiler_options()
     # (label, fast_conv, scan, compiler options); "train" is what `python -m train` compiles.
+    xla = {"native": False}  # perf's conv with XLA's convolutions only
     variants: list[tuple[str, Any, bool, Any]] = [
         ("jit", False, False, None),
-        ("jit+conv(split)", "split", False, None),
+        ("jit+conv(split)", {"kernel_grad": "split", "native": False}, False, None),
     ]
     if args.kernel_grad:
-        variants.append(("jit+conv", "conv", False, None))
+        variants.append(("jit+conv", {"kernel_grad": "conv", "native": False}, False, None))
         if opts is not None:
-            variants.append(("jit+conv(split)+opts", "split", False, opts))
+            variants.append(
+                ("jit+conv(split)+opts", {"kernel_grad": "split", "native": False}, False, opts)
+            )
     if opts is not None:
-        variants.append(("jit+conv+opts", True, False, opts))
+        variants.append(("jit+conv+opts", xla, False, opts))
+    if native.available() and jax.device_count() == 1:
+        variants.append(("jit+native+opts", True, False, opts))
     if stacked:
-        variants.append(("jit+conv+opts+scan", True, True, opts))
+        variants.append(("jit+conv+opts+scan", xla, True, opts))
+        if native.available() and jax.device_count() == 1:
+            variants.append(("jit+native+opts+scan", True, True, opts))
+    if args.impls:
+        keep = set(args.impls.split(","))
+        variants = [v for v in variants if v[0] in keep]
     runners, info = {}, {}
     if args.nnx_jit:
         model = _build(spec, fast_conv=False, scan=False, dtype=dtype)
@@ -231,6 +244,7 @@ def bench_one(name: str, batch: int, args, *, dtype) -> list[dict[str, Any]]:
         runners[label], c, mem = jax_split_step(model, tx, x, y, compiler_options=copts)
         info[label] = {"compile_s": c, "memory": mem}
     use_torch = not args.no_torch and h.torch_available()
+    use_torch = use_torch and (not args.impls or "torch" in args.impls.split(","))
     bf16 = dtype == jnp.bfloat16
     if use_torch:
         runners["torch"], _, peak = torch_step(ctor, tkw, x, y, compile_=False, bf16=bf16)
@@ -296,7 +310,9 @@ def bench_residual(args) -> list[dict[str, Any]]:
     for label, scan in (("jit+conv+opts", False), ("jit+conv+opts+scan", True)):
         runners, mems, compiles = {}, {}, {}
         for act_name, act in RESIDUAL_ACTIVATIONS.items():
-            model = _build(spec, fast_conv=True, scan=scan, dtype=jnp.float32, activation=act)
+            model = _build(
+                spec, fast_conv={"native": False}, scan=scan, dtype=jnp.float32, activation=act
+            )
             runners[act_name], compiles[act_name], mems[act_name] = jax_split_step(
                 model, optax.sgd(1e-3), x, y, compiler_options=opts
             )
@@ -338,6 +354,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="comma list of models to also time with torch.compile (inductor), or 'all'",
     )
     p.add_argument("--nnx-jit", action="store_true", help="also time the nnx.jit step")
+    p.add_argument(
+        "--impls",
+        default=None,
+        help="comma list of candidates to time (e.g. 'jit+conv+opts,jit+native+opts,torch')",
+    )
     p.add_argument(
         "--settle",
         type=int,

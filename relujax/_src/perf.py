@@ -17,6 +17,14 @@ What is here and why (measured by ``benchmarks/``, figures in ``benchmarks/RESUL
   ``scan``/``while`` body it cannot, and XLA falls back to its naive convolution loop: a scanned
   NetResDeep step was 60-100x slower than the unrolled one (jaxlib 0.10.2). With this rule the
   scanned stack runs at roughly the unrolled speed and compiles in constant time in depth.
+* Native kernels (``relujax._src.native``): on CPU, in a single-device process, each
+  stride-1 float32 piece of :func:`conv_general_dilated` (forward, input gradient, kernel
+  gradient) whose output channels are a multiple of the vector width runs as an XLA FFI call
+  into relujax's register-blocked direct convolutions, compiled on first use for the machine.
+  They need no transposed copies of the input or cotangent (XLA's kernel gradient needs
+  both). On a 2-core Zen 1 VM: a ResBlock's kernel gradient 4.7 vs 7.0 ms, forward 4.75 vs
+  5.0 ms; NetResDeep's step ~6% faster (``benchmarks/RESULTS.md``, session 4).
+  ``native=False`` or ``RELUJAX_NATIVE=0`` keeps XLA's convolutions.
 * :func:`compiler_options`: per-backend XLA compile options for training steps. On XLA:CPU,
   convolutions go to Eigen instead of YNNPACK (reductions and dots stay with YNNPACK): on an
   idle 2-core Zen 5 VM the three convolution pieces of a ResBlock ran 1.7-2.3x faster under
@@ -41,6 +49,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from relujax._src import native as _native
 
 __all__ = [
     "compiler_options",
@@ -156,6 +166,7 @@ def conv_general_dilated(
     preferred_element_type: Any = None,
     *,
     kernel_grad: str | None = None,
+    native: bool | None = None,
     **kwargs: Any,
 ) -> jax.Array:
     """``lax.conv_general_dilated`` with a backward pass that XLA:CPU runs fast inside loops.
@@ -174,6 +185,13 @@ def conv_general_dilated(
     ``"split"`` only for steps compiled with XLA:CPU's default options (YNNPACK convolutions);
     with :func:`compiler_options` (Eigen convolutions), as ``relujax.training`` compiles them,
     one convolution is faster (NetResDeep step 677 vs 732 ms).
+
+    ``native`` (stride-1 float32 convolutions on CPU): ``None`` (default) runs each piece that
+    ``relujax._src.native`` supports (forward, input gradient, kernel gradient) with its
+    register-blocked kernels, the rest with XLA; ``False`` always XLA; ``True`` as ``None`` but
+    raises when the native library is unavailable. Equal to ``lax`` within float rounding;
+    deterministic. Used only in single-device processes (XLA's SPMD partitioner cannot split
+    a custom call).
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -201,6 +219,15 @@ def conv_general_dilated(
             "conv_general_dilated: kernel_grad must be None, 'conv' or 'split', "
             f"got {kernel_grad!r}"
         )
+    if native not in (None, True, False):
+        raise ValueError(
+            f"conv_general_dilated: native must be None, True or False, got {native!r}"
+        )
+    if native and not _native.available():
+        raise ValueError(
+            "conv_general_dilated: native=True but the native kernels are unavailable: "
+            f"{_native.build_error() or 'not on the CPU backend'}"
+        )
     if not fast:
         return lax.conv_general_dilated(
             lhs,
@@ -218,18 +245,30 @@ def conv_general_dilated(
         )
     if kernel_grad is None:
         kernel_grad = "conv"
-    return _conv_nhwc_p(lhs, rhs, strides, tuple(pads), precision, kernel_grad)
+    use_native = native is not False and strides == (1, 1) and _native_backend()
+    return _conv_nhwc_p(lhs, rhs, strides, tuple(pads), precision, kernel_grad, use_native)
 
 
-def _forward(x, w, strides, pads, precision, kernel_grad="conv"):
-    del kernel_grad
+def _native_backend() -> bool:
+    # One device only: a sharded step would have XLA gather a custom call's operands.
+    return jax.default_backend() == "cpu" and jax.device_count() == 1 and _native.available()
+
+
+def _plain_conv(x, w, strides, pads, precision, **kw):
     return lax.conv_general_dilated(
-        x, w, strides, pads, dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=precision
+        x, w, strides, pads, dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=precision, **kw
     )
 
 
-def _fwd(x, w, strides, pads, precision, kernel_grad):
-    return _forward(x, w, strides, pads, precision), (x, w)
+def _forward(x, w, strides, pads, precision, kernel_grad="conv", use_native=False):
+    del kernel_grad
+    if use_native and _native.supports(x.shape, w.shape, pads, x.dtype):
+        return _native.conv(x, w, pads)
+    return _plain_conv(x, w, strides, pads, precision)
+
+
+def _fwd(x, w, strides, pads, precision, kernel_grad, use_native):
+    return _forward(x, w, strides, pads, precision, use_native=use_native), (x, w)
 
 
 _SPLIT = 16  # batch elements per kernel-gradient piece (kernel_grad="split")
@@ -265,7 +304,7 @@ def _kernel_grad(x, g, strides, pads, precision, kernel_grad):
     return functools.reduce(operator.add, [conv(lhs[i], rhs[i]) for i in range(pieces)])
 
 
-def _bwd(strides, pads, precision, kernel_grad, res, g):
+def _bwd(strides, pads, precision, kernel_grad, use_native, res, g):
     x, w = res
     kh, kw = w.shape[0], w.shape[1]
     out_hw = g.shape[1:3]
@@ -277,31 +316,29 @@ def _bwd(strides, pads, precision, kernel_grad, res, g):
         before = k - 1 - lo
         after = n - 1 - (o - 1) * s + lo
         dx_pads.append((before, after))
-    dx = lax.conv_general_dilated(
-        g,
-        w_t,
-        (1, 1),
-        dx_pads,
-        lhs_dilation=strides,
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        precision=precision,
-    )
-    dw = _kernel_grad(x, g, strides, pads, precision, kernel_grad)
-    dw = dw[:, :kh, :kw, :].transpose(1, 2, 0, 3)
+    if use_native and _native.supports(g.shape, w_t.shape, dx_pads, g.dtype):
+        dx = _native.conv(g, w_t, dx_pads)
+    else:
+        dx = _plain_conv(g, w_t, (1, 1), dx_pads, precision, lhs_dilation=strides)
+    if use_native and _native.supports(x.shape, w.shape, pads, x.dtype):
+        dw = _native.conv_kernel_grad(x, g, (kh, kw), pads)
+    else:
+        dw = _kernel_grad(x, g, strides, pads, precision, kernel_grad)
+        dw = dw[:, :kh, :kw, :].transpose(1, 2, 0, 3)
     dw = dw.astype(w.dtype)
     return dx.astype(x.dtype), dw
 
 
-_conv_nhwc_p = jax.custom_vjp(_forward, nondiff_argnums=(2, 3, 4, 5))
+_conv_nhwc_p = jax.custom_vjp(_forward, nondiff_argnums=(2, 3, 4, 5, 6))
 _conv_nhwc_p.defvjp(_fwd, _bwd)
 
 
-def use_fast_conv(model: Any, *, kernel_grad: str | None = None) -> Any:
+def use_fast_conv(model: Any, *, kernel_grad: str | None = None, native: bool | None = None) -> Any:
     """Makes every ``nnx.Conv`` inside ``model`` use :func:`conv_general_dilated`; returns it.
 
     For models built elsewhere; new code can pass ``conv_general_dilated=conv_general_dilated``
-    to ``nnx.Conv`` directly. Parameters and results are unchanged. ``kernel_grad`` is passed
-    on to :func:`conv_general_dilated` (``None``: its per-backend default).
+    to ``nnx.Conv`` directly. Parameters and results are unchanged. ``kernel_grad`` and
+    ``native`` are passed on to :func:`conv_general_dilated` (``None``: its defaults).
 
     Example:
         >>> from flax import nnx
@@ -311,11 +348,8 @@ def use_fast_conv(model: Any, *, kernel_grad: str | None = None) -> Any:
     """
     from flax import nnx
 
-    fn = (
-        conv_general_dilated
-        if kernel_grad is None
-        else functools.partial(conv_general_dilated, kernel_grad=kernel_grad)
-    )
+    options = {k: v for k, v in (("kernel_grad", kernel_grad), ("native", native)) if v is not None}
+    fn = functools.partial(conv_general_dilated, **options) if options else conv_general_dilated
     for _, module in nnx.iter_modules(model):
         if isinstance(module, nnx.Conv):
             module.conv_general_dilated = fn

@@ -1,0 +1,294 @@
+// relujax native CPU convolution kernels, called from XLA through its FFI.
+//
+// Stride-1 2-D convolutions of NHWC float32 images with HWIO kernels and explicit zero
+// padding (top, left; bottom and right follow from the shapes); xp is x zero-padded:
+//   forward / input gradient: y[n,h,w,o] = sum_{i,j,c} xp[n,h+i,w+j,c] * k[i,j,c,o]
+//   kernel gradient:          dk[i,j,c,o] = sum_{n,h,w} xp[n,h+i,w+j,c] * g[n,h,w,o]
+// Each image is padded into a small per-thread buffer (a few tens of KiB, cache-resident)
+// before it is used, so no padded copy of the batch is ever written to memory.
+// Register-blocked direct convolutions written with GCC vector extensions, so one source
+// compiles to AVX-512, AVX2 or SSE code for the machine it is built on (-march=native).
+// Work is shared over XLA's intra-op thread pool. Every output element is computed by one
+// thread in a fixed order, so results do not depend on the number of threads or on timing.
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <thread>
+
+#include <immintrin.h>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+#if defined(__AVX512F__)
+constexpr int64_t kLanes = 16;
+constexpr int kFwdPixels = 12;  // 12 pixels x 2 vectors = 24 of 32 registers
+constexpr int kDwChans = 8;     // 8 channels x 2 vectors = 16 accumulators
+typedef __m512 vf;
+inline vf load(const float* p) { return _mm512_loadu_ps(p); }
+inline void store(float* p, vf v) { _mm512_storeu_ps(p, v); }
+inline vf splat(float s) { return _mm512_set1_ps(s); }
+#elif defined(__AVX__)
+constexpr int64_t kLanes = 8;
+constexpr int kFwdPixels = 6;  // 6 x 2 = 12 of 16 registers
+constexpr int kDwChans = 4;
+typedef __m256 vf;
+inline vf load(const float* p) { return _mm256_loadu_ps(p); }
+inline void store(float* p, vf v) { _mm256_storeu_ps(p, v); }
+inline vf splat(float s) { return _mm256_set1_ps(s); }
+#else
+constexpr int64_t kLanes = 4;
+constexpr int kFwdPixels = 6;
+constexpr int kDwChans = 4;
+typedef __m128 vf;
+inline vf load(const float* p) { return _mm_loadu_ps(p); }
+inline void store(float* p, vf v) { _mm_storeu_ps(p, v); }
+inline vf splat(float s) { return _mm_set1_ps(s); }
+#endif
+constexpr int kVecs = 2;  // output-channel vectors per tile
+// (the arithmetic below uses GCC's vector operators on these types; with FMA available
+// -ffp-contract=fast, GCC's default, turns a += b * c into one fused multiply-add)
+
+// Runs fn(item) for item in [0, n_items) on the caller and up to num_threads - 1 pool
+// threads. Items are claimed from an atomic counter, so the caller never waits for a pool
+// thread that has not started (no deadlock when the pool is busy); tasks that start after
+// the work is gone return without touching fn.
+template <typename F>
+void ParallelFor(ffi::ThreadPool& pool, int64_t n_items, const F& fn) {
+  struct State {
+    std::atomic<int64_t> next{0};
+    std::atomic<int64_t> done{0};
+  };
+  auto state = std::make_shared<State>();
+  const F* f = &fn;
+  auto work = [state, n_items, f]() {
+    for (int64_t i; (i = state->next.fetch_add(1)) < n_items;) {
+      (*f)(i);
+      state->done.fetch_add(1, std::memory_order_release);
+    }
+  };
+  int64_t helpers = std::min<int64_t>(pool.num_threads(), n_items) - 1;
+  for (int64_t t = 0; t < helpers; ++t) pool.Schedule(decltype(work)(work));
+  work();
+  while (state->done.load(std::memory_order_acquire) < n_items) std::this_thread::yield();
+}
+
+// One output tile: P consecutive pixels of a row x V vectors of output channels.
+template <int P, int V>
+inline void FwdTile(const float* x, const float* k, float* y, int64_t C, int64_t O,
+                    int64_t KH, int64_t KW, int64_t row) {
+  vf acc[P][V];
+  for (int p = 0; p < P; ++p)
+    for (int v = 0; v < V; ++v) acc[p][v] = vf{};
+  for (int64_t i = 0; i < KH; ++i) {
+    for (int64_t j = 0; j < KW; ++j) {
+      const float* xr = x + i * row + j * C;
+      const float* kr = k + (i * KW + j) * C * O;
+      for (int64_t c = 0; c < C; ++c) {
+        vf kv[V];
+        for (int v = 0; v < V; ++v) kv[v] = load(kr + c * O + v * kLanes);
+        for (int p = 0; p < P; ++p) {
+          vf xb = splat(xr[p * C + c]);
+          for (int v = 0; v < V; ++v) acc[p][v] += xb * kv[v];
+        }
+      }
+    }
+  }
+  for (int p = 0; p < P; ++p)
+    for (int v = 0; v < V; ++v) store(y + p * O + v * kLanes, acc[p][v]);
+}
+
+template <int V, int P = kFwdPixels>
+inline void FwdTileN(int n, const float* x, const float* k, float* y, int64_t C, int64_t O,
+                     int64_t KH, int64_t KW, int64_t row) {
+  if constexpr (P > 0) {
+    if (n == P) return FwdTile<P, V>(x, k, y, C, O, KH, KW, row);
+    return FwdTileN<V, P - 1>(n, x, k, y, C, O, KH, KW, row);
+  }
+}
+
+// One output row (n, h): every output channel block, every pixel.
+void FwdRow(const float* x, const float* k, float* y, int64_t Wo, int64_t C, int64_t O,
+            int64_t KH, int64_t KW, int64_t row) {
+  for (int64_t ob = 0; ob < O; ob += kVecs * kLanes) {
+    const bool full = ob + kVecs * kLanes <= O;
+    for (int64_t w0 = 0; w0 < Wo; w0 += kFwdPixels) {
+      int n = static_cast<int>(std::min<int64_t>(kFwdPixels, Wo - w0));
+      const float* xp = x + w0 * C;
+      float* yp = y + w0 * O + ob;
+      if (full) {
+        FwdTileN<kVecs>(n, xp, k + ob, yp, C, O, KH, KW, row);
+      } else {
+        FwdTileN<1>(n, xp, k + ob, yp, C, O, KH, KW, row);
+      }
+    }
+  }
+}
+
+// Copies image x (H, W, C) into buf (Hp, Wp, C) at (top, left), zeros around it.
+void PadImage(const float* x, float* buf, int64_t H, int64_t W, int64_t C, int64_t Hp,
+              int64_t Wp, int64_t top, int64_t left) {
+  std::memset(buf, 0, sizeof(float) * Hp * Wp * C);
+  for (int64_t h = 0; h < H; ++h) {
+    const int64_t hp = h + top;
+    if (hp < 0 || hp >= Hp) continue;
+    const int64_t w0 = std::max<int64_t>(0, -left), w1 = std::min<int64_t>(W, Wp - left);
+    if (w1 > w0)
+      std::memcpy(buf + (hp * Wp + w0 + left) * C, x + (h * W + w0) * C,
+                  sizeof(float) * (w1 - w0) * C);
+  }
+}
+
+struct Geometry {
+  int64_t N, H, W, C, KH, KW, O, Ho, Wo, Hp, Wp, top, left;
+};
+
+// Checks the shapes: x (N, H, W, C), kernel (KH, KW, C, O), output (N, Ho, Wo, O) with
+// Ho = H + top + bottom - KH + 1 for pads in [0, K); O a multiple of the vector width.
+std::optional<ffi::Error> Check(const Geometry& g, int64_t bottom, int64_t right) {
+  if (g.top < 0 || g.left < 0 || bottom < 0 || right < 0 || g.top >= g.KH ||
+      bottom >= g.KH || g.left >= g.KW || right >= g.KW)
+    return ffi::Error::InvalidArgument("relujax conv: padding must be in [0, kernel size)");
+  if (g.Ho != g.H + g.top + bottom - g.KH + 1 || g.Wo != g.W + g.left + right - g.KW + 1 ||
+      g.Ho < 1 || g.Wo < 1)
+    return ffi::Error::InvalidArgument("relujax conv: output shape does not match");
+  if (g.O % kLanes != 0)
+    return ffi::Error::InvalidArgument("relujax conv: output channels not a multiple of the "
+                                       "vector width");
+  return std::nullopt;
+}
+
+ffi::Error ConvForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> k,
+                       ffi::ResultBuffer<ffi::F32> y, int64_t top, int64_t bottom,
+                       int64_t left, int64_t right) {
+  auto xd = x.dimensions(), kd = k.dimensions(), yd = y->dimensions();
+  if (xd.size() != 4 || kd.size() != 4 || yd.size() != 4 || kd[2] != xd[3] ||
+      yd[0] != xd[0] || yd[3] != kd[3])
+    return ffi::Error::InvalidArgument("relujax conv: expected NHWC x, HWIO kernel, NHWC y");
+  Geometry g{xd[0], xd[1], xd[2], xd[3], kd[0], kd[1], kd[3], yd[1], yd[2],
+             xd[1] + top + bottom, xd[2] + left + right, top, left};
+  if (auto err = Check(g, bottom, right)) return *err;
+  const float* xs = x.typed_data();
+  const float* ks = k.typed_data();
+  float* ys = y->typed_data();
+  const int64_t padded = g.Hp * g.Wp * g.C;
+  ParallelFor(pool, g.N, [&](int64_t n) {
+    std::unique_ptr<float[]> buf(new float[padded]);
+    PadImage(xs + n * g.H * g.W * g.C, buf.get(), g.H, g.W, g.C, g.Hp, g.Wp, g.top, g.left);
+    for (int64_t h = 0; h < g.Ho; ++h)
+      FwdRow(buf.get() + h * g.Wp * g.C, ks, ys + ((n * g.Ho + h) * g.Wo) * g.O, g.Wo, g.C,
+             g.O, g.KH, g.KW, g.Wp * g.C);
+  });
+  return ffi::Error::Success();
+}
+
+// Kernel-gradient tile: Q input channels x V vectors of output channels, at one kernel offset,
+// accumulated over every pixel of one image.
+template <int Q, int V>
+inline void DwTile(const float* x, const float* g, float* dk, int64_t C, int64_t O,
+                   int64_t Ho, int64_t Wo, int64_t row) {
+  vf acc[Q][V];
+  for (int q = 0; q < Q; ++q)
+    for (int v = 0; v < V; ++v) acc[q][v] = load(dk + q * O + v * kLanes);
+  for (int64_t h = 0; h < Ho; ++h) {
+    const float* xr = x + h * row;
+    const float* gr = g + h * Wo * O;
+    for (int64_t w = 0; w < Wo; ++w) {
+      vf gv[V];
+      for (int v = 0; v < V; ++v) gv[v] = load(gr + w * O + v * kLanes);
+      for (int q = 0; q < Q; ++q) {
+        vf xb = splat(xr[w * C + q]);
+        for (int v = 0; v < V; ++v) acc[q][v] += xb * gv[v];
+      }
+    }
+  }
+  for (int q = 0; q < Q; ++q)
+    for (int v = 0; v < V; ++v) store(dk + q * O + v * kLanes, acc[q][v]);
+}
+
+template <int V, int Q = kDwChans>
+inline void DwTileN(int n, const float* x, const float* g, float* dk, int64_t C, int64_t O,
+                    int64_t Ho, int64_t Wo, int64_t row) {
+  if constexpr (Q > 0) {
+    if (n == Q) return DwTile<Q, V>(x, g, dk, C, O, Ho, Wo, row);
+    return DwTileN<V, Q - 1>(n, x, g, dk, C, O, Ho, Wo, row);
+  }
+}
+
+ffi::Error ConvKernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
+                          ffi::Buffer<ffi::F32> gy, ffi::ResultBuffer<ffi::F32> dk, int64_t top,
+                          int64_t bottom, int64_t left, int64_t right) {
+  auto xd = x.dimensions(), gd = gy.dimensions(), kd = dk->dimensions();
+  if (xd.size() != 4 || gd.size() != 4 || kd.size() != 4 || gd[0] != xd[0] ||
+      kd[2] != xd[3] || kd[3] != gd[3])
+    return ffi::Error::InvalidArgument("relujax conv: expected NHWC x and g, HWIO kernel");
+  Geometry g{xd[0], xd[1], xd[2], xd[3], kd[0], kd[1], kd[3], gd[1], gd[2],
+             xd[1] + top + bottom, xd[2] + left + right, top, left};
+  if (auto err = Check(g, bottom, right)) return *err;
+  const float* xs = x.typed_data();
+  const float* gs = gy.typed_data();
+  float* out = dk->typed_data();
+  std::memset(out, 0, sizeof(float) * g.KH * g.KW * g.C * g.O);
+  // Tiles (kernel offset, channel block); each part owns a contiguous range of tiles and
+  // loops over the images outermost, so every dk element is summed over the images in the
+  // same order whatever the number of parts (results independent of the thread count).
+  const int64_t cblocks = (g.C + kDwChans - 1) / kDwChans;
+  const int64_t tiles = g.KH * g.KW * cblocks;
+  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(pool.num_threads(), tiles));
+  const int64_t padded = g.Hp * g.Wp * g.C, row = g.Wp * g.C;
+  ParallelFor(pool, parts, [&](int64_t part) {
+    const int64_t t0 = tiles * part / parts, t1 = tiles * (part + 1) / parts;
+    std::unique_ptr<float[]> buf(new float[padded]);
+    for (int64_t n = 0; n < g.N; ++n) {
+      PadImage(xs + n * g.H * g.W * g.C, buf.get(), g.H, g.W, g.C, g.Hp, g.Wp, g.top, g.left);
+      const float* gn = gs + n * g.Ho * g.Wo * g.O;
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t ij = t / cblocks, c0 = (t % cblocks) * kDwChans;
+        const int64_t i = ij / g.KW, j = ij % g.KW;
+        const int q = static_cast<int>(std::min<int64_t>(kDwChans, g.C - c0));
+        const float* xt = buf.get() + i * row + j * g.C + c0;
+        float* d = out + (ij * g.C + c0) * g.O;
+        for (int64_t ob = 0; ob < g.O; ob += kVecs * kLanes) {
+          if (ob + kVecs * kLanes <= g.O) {
+            DwTileN<kVecs>(q, xt, gn + ob, d + ob, g.C, g.O, g.Ho, g.Wo, row);
+          } else {
+            DwTileN<1>(q, xt, gn + ob, d + ob, g.C, g.O, g.Ho, g.Wo, row);
+          }
+        }
+      }
+    }
+  });
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RelujaxConvForward, ConvForward,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("top")
+                                  .Attr<int64_t>("bottom")
+                                  .Attr<int64_t>("left")
+                                  .Attr<int64_t>("right"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RelujaxConvKernelGrad, ConvKernelGrad,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("top")
+                                  .Attr<int64_t>("bottom")
+                                  .Attr<int64_t>("left")
+                                  .Attr<int64_t>("right"));
+
+extern "C" int64_t RelujaxConvLanes() { return kLanes; }
