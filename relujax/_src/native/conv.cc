@@ -28,7 +28,7 @@ namespace {
 
 #if defined(__AVX512F__)
 constexpr int64_t kLanes = 16;
-constexpr int kFwdPixels = 12;  // 12 pixels x 2 vectors = 24 of 32 registers
+constexpr int kAcc = 24;       // forward accumulators: 24 of 32 registers
 constexpr int kDwChans = 8;     // 8 channels x 2 vectors = 16 accumulators
 typedef __m512 vf;
 inline vf load(const float* p) { return _mm512_loadu_ps(p); }
@@ -36,7 +36,7 @@ inline void store(float* p, vf v) { _mm512_storeu_ps(p, v); }
 inline vf splat(float s) { return _mm512_set1_ps(s); }
 #elif defined(__AVX__)
 constexpr int64_t kLanes = 8;
-constexpr int kFwdPixels = 6;  // 6 x 2 = 12 of 16 registers
+constexpr int kAcc = 12;  // 12 of 16 registers
 constexpr int kDwChans = 4;
 typedef __m256 vf;
 inline vf load(const float* p) { return _mm256_loadu_ps(p); }
@@ -44,14 +44,15 @@ inline void store(float* p, vf v) { _mm256_storeu_ps(p, v); }
 inline vf splat(float s) { return _mm256_set1_ps(s); }
 #else
 constexpr int64_t kLanes = 4;
-constexpr int kFwdPixels = 6;
+constexpr int kAcc = 12;
 constexpr int kDwChans = 4;
 typedef __m128 vf;
 inline vf load(const float* p) { return _mm_loadu_ps(p); }
 inline void store(float* p, vf v) { _mm_storeu_ps(p, v); }
 inline vf splat(float s) { return _mm_set1_ps(s); }
 #endif
-constexpr int kVecs = 2;  // output-channel vectors per tile
+constexpr int kVecs = 2;     // output-channel vectors per kernel-gradient tile
+constexpr int kMaxVecs = 4;  // ... per forward tile (V vectors x kAcc / V pixels)
 // (the arithmetic below uses GCC's vector operators on these types; with FMA available
 // -ffp-contract=fast, GCC's default, turns a += b * c into one fused multiply-add)
 
@@ -104,7 +105,7 @@ inline void FwdTile(const float* x, const float* k, float* y, int64_t C, int64_t
     for (int v = 0; v < V; ++v) store(y + p * O + v * kLanes, acc[p][v]);
 }
 
-template <int V, int P = kFwdPixels>
+template <int V, int P>
 inline void FwdTileN(int n, const float* x, const float* k, float* y, int64_t C, int64_t O,
                      int64_t KH, int64_t KW, int64_t row) {
   if constexpr (P > 0) {
@@ -113,21 +114,32 @@ inline void FwdTileN(int n, const float* x, const float* k, float* y, int64_t C,
   }
 }
 
+// Output channels [ob, ob + V * kLanes) of one row, in tiles of kAcc / V pixels: the wider
+// the channel block, the fewer broadcasts of x per multiply-add.
+template <int V>
+void FwdBlock(const float* x, const float* k, float* y, int64_t Wo, int64_t C, int64_t O,
+              int64_t KH, int64_t KW, int64_t row) {
+  constexpr int P = kAcc / V;
+  for (int64_t w0 = 0; w0 < Wo; w0 += P) {
+    int n = static_cast<int>(std::min<int64_t>(P, Wo - w0));
+    FwdTileN<V, P>(n, x + w0 * C, k, y + w0 * O, C, O, KH, KW, row);
+  }
+}
+
 // One output row (n, h): every output channel block, every pixel.
 void FwdRow(const float* x, const float* k, float* y, int64_t Wo, int64_t C, int64_t O,
             int64_t KH, int64_t KW, int64_t row) {
-  for (int64_t ob = 0; ob < O; ob += kVecs * kLanes) {
-    const bool full = ob + kVecs * kLanes <= O;
-    for (int64_t w0 = 0; w0 < Wo; w0 += kFwdPixels) {
-      int n = static_cast<int>(std::min<int64_t>(kFwdPixels, Wo - w0));
-      const float* xp = x + w0 * C;
-      float* yp = y + w0 * O + ob;
-      if (full) {
-        FwdTileN<kVecs>(n, xp, k + ob, yp, C, O, KH, KW, row);
-      } else {
-        FwdTileN<1>(n, xp, k + ob, yp, C, O, KH, KW, row);
-      }
+  for (int64_t ob = 0; ob < O;) {
+    const int64_t v = std::min<int64_t>(kMaxVecs, (O - ob) / kLanes);
+    const float* kb = k + ob;
+    float* yb = y + ob;
+    switch (v) {
+      case 4: FwdBlock<4>(x, kb, yb, Wo, C, O, KH, KW, row); break;
+      case 3: FwdBlock<3>(x, kb, yb, Wo, C, O, KH, KW, row); break;
+      case 2: FwdBlock<2>(x, kb, yb, Wo, C, O, KH, KW, row); break;
+      default: FwdBlock<1>(x, kb, yb, Wo, C, O, KH, KW, row); break;
     }
+    ob += v * kLanes;
   }
 }
 
