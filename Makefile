@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.train_step --quick
 	$(PY) -m benchmarks.compile_time --quick
 	$(PY) -m benchmarks.step_isolated --quick
+	$(PY) -m benchmarks.profile_step --quick
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

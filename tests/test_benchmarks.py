@@ -59,8 +59,12 @@ def test_train_step_quick(tmp_path):
     from relujax._src import perf
 
     expected = {"jit", "jit+conv(split)", "jit+conv+opts+scan"}
-    if perf.compiler_options() is not None:  # what python -m train compiles on CPU
+    if perf.compiler_options() is not None:  # XLA's convolutions under the training options
         expected.add("jit+conv+opts")
+    from relujax._src import native
+
+    if native.available():  # what python -m train compiles on CPU
+        expected |= {"jit+native+opts", "jit+native+opts+scan"}
     assert expected <= impls
     assert all(r["images_per_s"] > 0 for r in rows)
     assert all(r["compile_s"] > 0 for r in rows if r["impl"].startswith("jit"))
@@ -88,7 +92,25 @@ def test_conv_pieces_quick(tmp_path):
     conv_pieces.main(["--quick", "--repeats", "1", "--out", str(out)])
     rows = {r["case"]: r for r in json.loads(out.read_text())["rows"]}
     assert {"NHWC lax dw", "NHWC perf dw", "NHWC perf dw (kernel_grad=split)"} <= set(rows)
+    from relujax._src import native
+
+    if native.available():
+        assert "NHWC native dw (train: native kernels)" in rows
     assert all(r["ms"] > 0 for r in rows.values())
+
+
+def test_profile_step_quick(tmp_path):
+    from benchmarks import profile_step
+
+    out = tmp_path / "ps.json"
+    doc = profile_step.main(["--quick", "--steps", "1", "--out", str(out)])
+    kinds = {r["op"] for r in json.loads(out.read_text())["rows"]}
+    assert doc["step_ms"] > 0 and doc["traced_ms"] > 0
+    assert any("fusion" in k for k in kinds)
+    from relujax._src import native
+
+    if native.available():  # the native convolutions are traced as FFI calls
+        assert "ffi_call" in kinds
 
 
 def test_step_isolated_quick(tmp_path):

@@ -107,18 +107,29 @@ def gelu(x: ArrayLike, approximate: bool = False) -> jax.Array:
 # --- silu ---------------------------------------------------------------------------------------
 
 
+def _silu_parts(x: jax.Array):
+    # sigma(x) and 1 - sigma(x) from ONE sigmoid, both to full relative accuracy: with
+    # t = sigma(-|x|) <= 1/2, the other one is 1 - t >= 1/2 (no cancellation). A fused
+    # forward+backward then evaluates one sigmoid where it evaluated three (benchmarks/RESULTS.md).
+    xc = _widen(x)
+    t = jax.nn.sigmoid(-jnp.abs(xc))
+    pos = xc >= 0
+    return xc, jnp.where(pos, 1 - t, t), jnp.where(pos, t, 1 - t)
+
+
 @jax.custom_jvp
 def _silu(x: jax.Array) -> jax.Array:
-    xc = _widen(x)
-    return _times(xc, jax.nn.sigmoid(xc)).astype(x.dtype)
+    xc, sig, _ = _silu_parts(x)
+    return _times(xc, sig).astype(x.dtype)
 
 
 @_silu.defjvp
 def _silu_jvp(primals, tangents):
     (x,), (g,) = primals, tangents
-    xl = jnp.clip(_widen(x), -_SATURATED, _SATURATED)
-    d = jax.nn.sigmoid(xl) * (1.0 + xl * jax.nn.sigmoid(-xl))
-    return _silu(x), scale(d.astype(x.dtype), g)
+    xc, sig, one_minus = _silu_parts(x)
+    xl = jnp.clip(xc, -_SATURATED, _SATURATED)
+    d = sig * (1.0 + xl * one_minus)
+    return _times(xc, sig).astype(x.dtype), scale(d.astype(x.dtype), g)
 
 
 def silu(x: ArrayLike) -> jax.Array:

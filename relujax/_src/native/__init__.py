@@ -13,16 +13,15 @@ in milliseconds. Without a compiler, on a build error, off CPU, or with ``RELUJA
 in the environment, :func:`available` is ``False`` and callers keep XLA's convolutions
 (``relujax._src.perf`` does this per convolution).
 
-Example:
+Example (on a CPU with a C++ compiler; the first call builds the library):
     >>> import jax.numpy as jnp
     >>> from relujax._src import native
-    >>> if native.available():
-    ...     y = native.conv(jnp.ones((1, 4, 4, 3)), jnp.ones((3, 3, 3, native.lanes())),
-    ...                     ((1, 1), (1, 1)))
-    ...     print(y.shape, float(y[0, 1, 1, 0]))
-    ... else:
-    ...     print((1, 4, 4, native.lanes()), 27.0)  # doctest: +SKIP
-    (1, 4, 4, 8) 27.0
+    >>> native.available(), native.build_error()  # doctest: +SKIP
+    (True, None)
+    >>> k = jnp.ones((3, 3, 3, native.lanes()))
+    >>> y = native.conv(jnp.ones((1, 4, 4, 3)), k, ((1, 1), (1, 1)))  # doctest: +SKIP
+    >>> float(y[0, 1, 1, 0]), float(y[0, 0, 0, 0])  # doctest: +SKIP
+    (27.0, 12.0)
 """
 
 from __future__ import annotations
