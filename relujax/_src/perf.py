@@ -22,8 +22,9 @@ What is here and why (measured by ``benchmarks/``, figures in ``benchmarks/RESUL
   gradient) whose output channels are a multiple of the vector width runs as an XLA FFI call
   into relujax's register-blocked direct convolutions, compiled on first use for the machine.
   They need no transposed copies of the input or cotangent (XLA's kernel gradient needs
-  both). On a 2-core Zen 1 VM: a ResBlock's kernel gradient 4.7 vs 7.0 ms, forward 4.75 vs
-  5.0 ms; NetResDeep's step ~6% faster (``benchmarks/RESULTS.md``, session 4).
+  both). On a 2-core Zen 1 VM (``python -m benchmarks.conv_pieces``): a ResBlock's kernel
+  gradient 4.63 vs 7.19 ms, forward 4.80 vs 5.14 ms; NetResDeep's step 0-6% faster in five
+  side-by-side comparisons, NetDepth's 1.24x (``benchmarks/RESULTS.md``, session 4).
   ``native=False`` or ``RELUJAX_NATIVE=0`` keeps XLA's convolutions.
 * :func:`compiler_options`: per-backend XLA compile options for training steps. On XLA:CPU,
   convolutions go to Eigen instead of YNNPACK (reductions and dots stay with YNNPACK): on an
