@@ -4,19 +4,22 @@
 // padding (top, left; bottom and right follow from the shapes); xp is x zero-padded:
 //   forward / input gradient: y[n,h,w,o] = sum_{i,j,c} xp[n,h+i,w+j,c] * k[i,j,c,o]
 //   kernel gradient:          dk[i,j,c,o] = sum_{n,h,w} xp[n,h+i,w+j,c] * g[n,h,w,o]
-// Each image is padded into a small per-thread buffer (a few tens of KiB, cache-resident)
-// before it is used, so no padded copy of the batch is ever written to memory.
+// Each image is padded into a small per-thread buffer (a few tens of KiB, cache-resident,
+// reused across images and calls) before it is used, so no padded copy of the batch is ever
+// written to memory.
 // Register-blocked direct convolutions written with GCC vector extensions, so one source
 // compiles to AVX-512, AVX2 or SSE code for the machine it is built on (-march=native).
 // Work is shared over XLA's intra-op thread pool. Every output element is computed by one
 // thread in a fixed order, so results do not depend on the number of threads or on timing.
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <memory>
 #include <optional>
 #include <thread>
+#include <vector>
 
 #include <immintrin.h>
 
@@ -143,23 +146,35 @@ void FwdRow(const float* x, const float* k, float* y, int64_t Wo, int64_t C, int
   }
 }
 
-// Copies image x (H, W, C) into buf (Hp, Wp, C) at (top, left), zeros around it.
-void PadImage(const float* x, float* buf, int64_t H, int64_t W, int64_t C, int64_t Hp,
-              int64_t Wp, int64_t top, int64_t left) {
-  std::memset(buf, 0, sizeof(float) * Hp * Wp * C);
-  for (int64_t h = 0; h < H; ++h) {
-    const int64_t hp = h + top;
-    if (hp < 0 || hp >= Hp) continue;
-    const int64_t w0 = std::max<int64_t>(0, -left), w1 = std::min<int64_t>(W, Wp - left);
-    if (w1 > w0)
-      std::memcpy(buf + (hp * Wp + w0 + left) * C, x + (h * W + w0) * C,
-                  sizeof(float) * (w1 - w0) * C);
-  }
-}
-
 struct Geometry {
   int64_t N, H, W, C, KH, KW, O, Ho, Wo, Hp, Wp, top, left;
 };
+
+// Image n of x zero-padded to (Hp, Wp, C), in a buffer of the calling thread that is reused
+// while the geometry stays the same: only the interior is rewritten, the zero border stays
+// (no memset or allocation per image; the buffer stays warm in the cache).
+const float* PaddedImage(const float* x, int64_t n, const Geometry& g) {
+  struct Buffer {
+    std::vector<float> data;
+    std::array<int64_t, 7> key{};
+  };
+  thread_local Buffer buf;
+  const std::array<int64_t, 7> key{g.H, g.W, g.C, g.Hp, g.Wp, g.top, g.left};
+  if (buf.key != key || buf.data.empty()) {
+    buf.data.assign(g.Hp * g.Wp * g.C, 0.0f);
+    buf.key = key;
+  }
+  const float* src = x + n * g.H * g.W * g.C;
+  float* dst = buf.data.data();
+  const int64_t w0 = std::max<int64_t>(0, -g.left), w1 = std::min<int64_t>(g.W, g.Wp - g.left);
+  for (int64_t h = 0; h < g.H; ++h) {
+    const int64_t hp = h + g.top;
+    if (hp < 0 || hp >= g.Hp || w1 <= w0) continue;
+    std::memcpy(dst + (hp * g.Wp + w0 + g.left) * g.C, src + (h * g.W + w0) * g.C,
+                sizeof(float) * (w1 - w0) * g.C);
+  }
+  return dst;
+}
 
 // Checks the shapes: x (N, H, W, C), kernel (KH, KW, C, O), output (N, Ho, Wo, O) with
 // Ho = H + top + bottom - KH + 1 for pads in [0, K); O a multiple of the vector width.
@@ -189,12 +204,10 @@ ffi::Error ConvForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
   const float* xs = x.typed_data();
   const float* ks = k.typed_data();
   float* ys = y->typed_data();
-  const int64_t padded = g.Hp * g.Wp * g.C;
   ParallelFor(pool, g.N, [&](int64_t n) {
-    std::unique_ptr<float[]> buf(new float[padded]);
-    PadImage(xs + n * g.H * g.W * g.C, buf.get(), g.H, g.W, g.C, g.Hp, g.Wp, g.top, g.left);
+    const float* img = PaddedImage(xs, n, g);
     for (int64_t h = 0; h < g.Ho; ++h)
-      FwdRow(buf.get() + h * g.Wp * g.C, ks, ys + ((n * g.Ho + h) * g.Wo) * g.O, g.Wo, g.C,
+      FwdRow(img + h * g.Wp * g.C, ks, ys + ((n * g.Ho + h) * g.Wo) * g.O, g.Wo, g.C,
              g.O, g.KH, g.KW, g.Wp * g.C);
   });
   return ffi::Error::Success();
@@ -253,18 +266,17 @@ ffi::Error ConvKernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   const int64_t cblocks = (g.C + kDwChans - 1) / kDwChans;
   const int64_t tiles = g.KH * g.KW * cblocks;
   const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(pool.num_threads(), tiles));
-  const int64_t padded = g.Hp * g.Wp * g.C, row = g.Wp * g.C;
+  const int64_t row = g.Wp * g.C;
   ParallelFor(pool, parts, [&](int64_t part) {
     const int64_t t0 = tiles * part / parts, t1 = tiles * (part + 1) / parts;
-    std::unique_ptr<float[]> buf(new float[padded]);
     for (int64_t n = 0; n < g.N; ++n) {
-      PadImage(xs + n * g.H * g.W * g.C, buf.get(), g.H, g.W, g.C, g.Hp, g.Wp, g.top, g.left);
+      const float* img = PaddedImage(xs, n, g);
       const float* gn = gs + n * g.Ho * g.Wo * g.O;
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t ij = t / cblocks, c0 = (t % cblocks) * kDwChans;
         const int64_t i = ij / g.KW, j = ij % g.KW;
         const int q = static_cast<int>(std::min<int64_t>(kDwChans, g.C - c0));
-        const float* xt = buf.get() + i * row + j * g.C + c0;
+        const float* xt = img + i * row + j * g.C + c0;
         float* d = out + (ij * g.C + c0) * g.O;
         for (int64_t ob = 0; ob < g.O; ob += kVecs * kLanes) {
           if (ob + kVecs * kLanes <= g.O) {
