@@ -23,7 +23,7 @@ What is here and why (measured by ``benchmarks/``, figures in ``benchmarks/RESUL
   into relujax's register-blocked direct convolutions, compiled on first use for the machine.
   They need no transposed copies of the input or cotangent (XLA's kernel gradient needs
   both). On a 2-core Zen 1 VM (``python -m benchmarks.conv_pieces``): a ResBlock's kernel
-  gradient 4.63 vs 7.19 ms, forward 4.80 vs 5.14 ms; NetResDeep's step 0-6% faster in five
+  gradient 4.63 vs 7.19 ms, forward 4.80 vs 5.14 ms; NetResDeep's step 0-10% faster in six
   side-by-side comparisons, NetDepth's 1.24x (``benchmarks/RESULTS.md``, session 4).
   ``native=False`` or ``RELUJAX_NATIVE=0`` keeps XLA's convolutions.
 * :func:`compiler_options`: per-backend XLA compile options for training steps. On XLA:CPU,
