@@ -23,7 +23,7 @@ from flax import nnx
 from jax import lax
 
 from benchmarks import _harness as h
-from relujax._src import native, perf
+from relujax._src import perf
 
 NO_YNN = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if train_opts is not None:  # perf's conv on XLA's Eigen convolutions
             for piece, fn in _pieces("NHWC", xla_perf).items():
                 cases[f"NHWC perf {piece} (train: compiler_options)"] = (fn, "NHWC", train_opts)
-        if native.available():  # what python -m train compiles on CPU: relujax's kernels
+        if perf.native_enabled():  # what python -m train compiles on CPU: relujax's kernels
             for piece, fn in _pieces("NHWC", perf.conv_general_dilated).items():
                 cases[f"NHWC native {piece} (train: native kernels)"] = (fn, "NHWC", train_opts)
     runners = {}

@@ -11,11 +11,15 @@ process (medians of alternating rounds; compile time apart):
   kernel gradient summed over 16-image slices (the best step under XLA:CPU's default options,
   which give convolutions to YNNPACK); ``--kernel-grad`` adds ``jit+conv`` (one-convolution
   kernel gradient) and ``jit+conv(split)+opts``;
-* ``jit+conv+opts``: what ``python -m train`` compiles on CPU: the canonical-backward
-  conv (one-convolution kernel gradient) and ``perf.compiler_options()`` (XLA:CPU convolutions
-  on Eigen, reductions and dots on YNNPACK). On other backends (no options) ``jit`` is what
-  ``python -m train`` runs;
-* ``jit+conv+opts+scan``: and the stacks of identical blocks scanned (compile time flat in depth);
+* ``jit+conv+opts``: the canonical-backward conv (one-convolution kernel gradient, XLA's
+  convolutions: ``native=False``) and ``perf.compiler_options()`` (XLA:CPU convolutions on
+  Eigen, reductions and dots on YNNPACK): what ``python -m train`` compiled before session 4;
+* ``jit+native+opts``: **what ``python -m train`` compiles on CPU**: the same options with
+  ``perf.conv_general_dilated``'s defaults, i.e. relujax's native convolution kernels
+  (``relujax._src.native``) wherever they apply; only where ``perf.native_enabled()``. On
+  other backends (no options) ``jit`` is what ``python -m train`` runs;
+* ``+scan``: the stacks of identical blocks scanned (compile time flat in depth);
+* ``--impls`` keeps only the named candidates (``torch`` included);
 * ``torch``: the PyTorch original (``tests/torch_models.py``), eager; ``torch.compile`` for the
   models named in ``--torch-compile``.
 
@@ -44,7 +48,7 @@ from flax import nnx
 
 import relujax
 from benchmarks import _harness as h
-from relujax._src import native, perf
+from relujax._src import perf
 from relujax._src.activations.memory import residual_bytes
 from relujax.models import create_model
 
@@ -225,11 +229,11 @@ def bench_one(name: str, batch: int, args, *, dtype) -> list[dict[str, Any]]:
             )
     if opts is not None:
         variants.append(("jit+conv+opts", xla, False, opts))
-    if native.available() and jax.device_count() == 1:
+    if perf.native_enabled():
         variants.append(("jit+native+opts", True, False, opts))
     if stacked:
         variants.append(("jit+conv+opts+scan", xla, True, opts))
-        if native.available() and jax.device_count() == 1:
+        if perf.native_enabled():
             variants.append(("jit+native+opts+scan", True, True, opts))
     if args.impls:
         keep = set(args.impls.split(","))

@@ -61,9 +61,7 @@ def test_train_step_quick(tmp_path):
     expected = {"jit", "jit+conv(split)", "jit+conv+opts+scan"}
     if perf.compiler_options() is not None:  # XLA's convolutions under the training options
         expected.add("jit+conv+opts")
-    from relujax._src import native
-
-    if native.available():  # what python -m train compiles on CPU
+    if perf.native_enabled():  # what python -m train compiles on CPU
         expected |= {"jit+native+opts", "jit+native+opts+scan"}
     assert expected <= impls
     assert all(r["images_per_s"] > 0 for r in rows)
@@ -92,9 +90,9 @@ def test_conv_pieces_quick(tmp_path):
     conv_pieces.main(["--quick", "--repeats", "1", "--out", str(out)])
     rows = {r["case"]: r for r in json.loads(out.read_text())["rows"]}
     assert {"NHWC lax dw", "NHWC perf dw", "NHWC perf dw (kernel_grad=split)"} <= set(rows)
-    from relujax._src import native
+    from relujax._src import perf
 
-    if native.available():
+    if perf.native_enabled():
         assert "NHWC native dw (train: native kernels)" in rows
     assert all(r["ms"] > 0 for r in rows.values())
 
@@ -107,9 +105,9 @@ def test_profile_step_quick(tmp_path):
     kinds = {r["op"] for r in json.loads(out.read_text())["rows"]}
     assert doc["step_ms"] > 0 and doc["traced_ms"] > 0
     assert any("fusion" in k for k in kinds)
-    from relujax._src import native
+    from relujax._src import perf
 
-    if native.available():  # the native convolutions are traced as FFI calls
+    if perf.native_enabled():  # the native convolutions are traced as FFI calls
         assert "ffi_call" in kinds
 
 

@@ -157,3 +157,20 @@ def test_missing_compiler_falls_back(tmp_path):
     # No compiler and an empty cache: XLA's convolutions, with the reason.
     env = {"RELUJAX_CACHE": str(tmp_path), "CXX": "", "PATH": str(tmp_path)}
     assert _probe(env).startswith("False no C++ compiler found")
+
+
+@needs_native
+def test_not_used_with_several_devices():
+    # A sharded step would make XLA gather the custom call's operands: XLA's convs instead.
+    code = (
+        "import jax, jax.numpy as jnp; from relujax._src import perf; "
+        "f = lambda x, w: perf.conv_general_dilated(x, w, (1, 1), 'SAME', "
+        "dimension_numbers=('NHWC', 'HWIO', 'NHWC')); "
+        "hlo = jax.jit(f).lower(jnp.ones((2, 4, 4, 3)), jnp.ones((3, 3, 3, 16))).as_text(); "
+        "print(jax.device_count(), perf.native_enabled(), 'relujax_conv' in hlo)"
+    )
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert out.stdout.split() == ["2", "False", "False"], out.stderr[-2000:]

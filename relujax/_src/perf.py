@@ -58,6 +58,7 @@ __all__ = [
     "conv_general_dilated",
     "default_backend",
     "max_pool",
+    "native_enabled",
     "scan_blocks_by_default",
     "use_fast_conv",
 ]
@@ -246,13 +247,17 @@ def conv_general_dilated(
         )
     if kernel_grad is None:
         kernel_grad = "conv"
-    use_native = native is not False and strides == (1, 1) and _native_backend()
+    use_native = native is not False and strides == (1, 1) and native_enabled()
     return _conv_nhwc_p(lhs, rhs, strides, tuple(pads), precision, kernel_grad, use_native)
 
 
-def _native_backend() -> bool:
-    # One device only: a sharded step would have XLA gather a custom call's operands.
-    return jax.default_backend() == "cpu" and jax.device_count() == 1 and _native.available()
+def native_enabled() -> bool:
+    """Whether :func:`conv_general_dilated` runs relujax's native kernels in this process.
+
+    The native library is available (CPU backend, built and loaded) and there is one device:
+    in a sharded step XLA would gather a custom call's operands onto every device.
+    """
+    return jax.device_count() == 1 and _native.available()
 
 
 def _plain_conv(x, w, strides, pads, precision, **kw):

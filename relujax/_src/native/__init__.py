@@ -43,7 +43,15 @@ import jax.numpy as jnp
 import jaxlib
 import numpy as np
 
-__all__ = ["available", "build_error", "conv", "conv_kernel_grad", "lanes", "library_path"]
+__all__ = [
+    "available",
+    "build_error",
+    "conv",
+    "conv_kernel_grad",
+    "lanes",
+    "library_path",
+    "supports",
+]
 
 _SOURCE = pathlib.Path(__file__).with_name("conv.cc")
 _TARGETS = {
@@ -141,6 +149,7 @@ def available() -> bool:
     return jax.default_backend() == "cpu" and _library() is not None
 
 
+@functools.cache
 def lanes() -> int:
     """The kernels' vector width in floats (16 with AVX-512, 8 with AVX2, 4 otherwise).
 
