@@ -11,7 +11,7 @@ from flax import nnx
 from relujax import data as rdata
 from train.experiments import eval_modes, relu_prime, report, study, study_report
 from train.experiments.book_targets import BOOK, IMPROVED, targets
-from train.presets import PRESETS
+from relujax.train import PRESETS
 
 
 def test_every_target_names_a_preset():

@@ -11,8 +11,8 @@ from flax import nnx
 from relujax import data as rdata
 from relujax import models
 from relujax.training import Checkpointer, NonFiniteLossError, TrainConfig, train
-from train import cli
-from train.presets import PRESETS, resolve
+from relujax._src.app import cli
+from relujax.train import PRESETS, resolve
 
 SMALL = ["--dataset", "synthetic", "--dataset-kw", "n_train=96", "--dataset-kw", "n_test=32"]
 

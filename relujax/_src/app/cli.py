@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from relujax.training import ConfigError
-from train.presets import PRESETS, resolve
+from relujax._src.app.presets import PRESETS, resolve
 
 DEFAULT_EPOCHS = 5
 

@@ -1,0 +1,16 @@
+"""The training application: `relujax-train --help` (or `python -m relujax.train --help`).
+
+From a checkout, `python -m train` runs the same command. Presets: `relujax-train --list-presets`.
+"""
+
+import sys
+
+from relujax._src.app.cli import build_parser as build_parser
+from relujax._src.app.cli import main as main
+from relujax._src.app.presets import PRESETS as PRESETS
+from relujax._src.app.presets import resolve as resolve
+
+__all__ = ["PRESETS", "build_parser", "main", "resolve"]
+
+if __name__ == "__main__":
+    sys.exit(main())
