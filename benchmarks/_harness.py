@@ -22,6 +22,8 @@ from typing import Any
 
 import jax
 
+from relujax._src import allocator
+
 RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
 
 
@@ -167,6 +169,7 @@ def machine_info() -> dict[str, Any]:
         "torch_threads": None if torch is None else torch.get_num_threads(),
         "torch_cuda": None if torch is None else torch.cuda.is_available(),
         "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
+        "allocator": allocator.describe(),
     }
     return info
 
@@ -221,7 +224,7 @@ def header(title: str) -> None:
     print(
         f"# {title}\n{info['cpu']} ({info['cpu_count']} cores), backend {info['backend']} "
         f"{info['devices'][0]}, jax {info['jax']}, flax {info['flax']}, torch {info['torch']}, "
-        f"load {info['load_average']}\n"
+        f"allocator {info['allocator']}, load {info['load_average']}\n"
     )
 
 

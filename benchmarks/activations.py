@@ -27,6 +27,7 @@ import numpy as np
 
 import relujax
 from benchmarks import _harness as h
+from relujax._src import allocator
 from relujax._src.activations.memory import residual_bytes
 
 # torch.nn.functional calls matching each relujax function at its default arguments.
@@ -219,5 +220,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    allocator.relaunch()
     np.set_printoptions(precision=3)
     main()

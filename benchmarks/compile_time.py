@@ -31,7 +31,7 @@ import optax
 
 from benchmarks import _harness as h
 from benchmarks.train_step import _build, _data, jax_split_step
-from relujax._src import perf
+from relujax._src import allocator, perf
 
 # label -> (fast_conv, scan, with perf.compiler_options())
 VARIANTS = {
@@ -112,4 +112,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    allocator.relaunch()
     main()

@@ -23,7 +23,7 @@ from flax import nnx
 from jax import lax
 
 from benchmarks import _harness as h
-from relujax._src import perf
+from relujax._src import allocator, perf
 
 NO_YNN = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
@@ -199,4 +199,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    allocator.relaunch()
     main()

@@ -30,6 +30,7 @@ import optax
 
 from benchmarks import _harness as h
 from relujax import data as rdata
+from relujax._src import allocator
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -171,4 +172,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    allocator.relaunch()
     main()

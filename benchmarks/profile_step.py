@@ -29,7 +29,7 @@ import optax
 
 from benchmarks import _harness as h
 from benchmarks import train_step as ts
-from relujax._src import perf
+from relujax._src import allocator, perf
 
 _HOST = ("$", "ThunkExecutor", "PjitFunction", "SlinkyThreadPool", "end: ")
 
@@ -95,4 +95,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    allocator.relaunch()
     main()

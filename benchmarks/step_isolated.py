@@ -26,6 +26,7 @@ import time
 from typing import Any
 
 from benchmarks import _harness as h
+from relujax._src import allocator
 
 
 def _child(framework: str, model: str, batch: int, steps: int) -> dict[str, Any]:
@@ -122,4 +123,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    allocator.relaunch()
     main()

@@ -37,7 +37,7 @@ import optax
 
 from benchmarks import _harness as h
 from benchmarks.train_step import _build, _data, jax_split_step
-from relujax._src import perf
+from relujax._src import allocator, perf
 
 _YNN = "xla_cpu_experimental_ynn_fusion_type"
 
@@ -198,4 +198,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    allocator.relaunch()
     main()

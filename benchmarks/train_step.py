@@ -48,7 +48,7 @@ from flax import nnx
 
 import relujax
 from benchmarks import _harness as h
-from relujax._src import perf
+from relujax._src import allocator, perf
 from relujax._src.activations.memory import residual_bytes
 from relujax.models import create_model
 
@@ -412,4 +412,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    allocator.relaunch()
     main()

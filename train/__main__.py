@@ -1,8 +1,6 @@
 """Entry point of `python -m train` (a checkout's shortcut for `python -m relujax.train`)."""
 
-import sys
-
-from relujax.train import main
+from relujax.train import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -17,8 +17,8 @@ import time
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from relujax.training import ConfigError
 from relujax._src.app.presets import PRESETS, resolve
+from relujax.training import ConfigError
 
 DEFAULT_EPOCHS = 5
 
