@@ -1,414 +1,269 @@
-"""Training-step throughput: relujax models vs their PyTorch originals on the same machine.
+"""Training-step speed of what users run: relujax's steps beside the PyTorch originals.
 
-A full SGD step (forward, cross-entropy, backward, update; BatchNorm in training mode) on random
-CIFAR-shaped data, float32, for each model and batch size. Candidates, timed in turn in one
-process (medians of alternating rounds; compile time apart):
+A full SGD step (forward, cross-entropy, backward, update; BatchNorm in training mode) on
+CIFAR-shaped data for each model and batch size. The steps (``benchmarks._steps``):
 
-* ``nnx.jit``: the textbook Flax NNX step (``nnx.jit`` over the model and an ``nnx.Optimizer``);
-* ``jit``: ``jax.jit`` of a pure function over ``nnx.split`` state (graphdef static), buffers
-  donated, as ``relujax.training`` does (the ``python -m train`` step);
-* ``jit+conv(split)``: the same with ``relujax._src.perf.conv_general_dilated`` in every conv,
-  kernel gradient summed over 16-image slices (the best step under XLA:CPU's default options,
-  which give convolutions to YNNPACK); ``--kernel-grad`` adds ``jit+conv`` (one-convolution
-  kernel gradient) and ``jit+conv(split)+opts``;
-* ``jit+conv+opts``: the canonical-backward conv (one-convolution kernel gradient, XLA's
-  convolutions: ``native=False``) and ``perf.compiler_options()`` (XLA:CPU convolutions on
-  Eigen, reductions and dots on YNNPACK): what ``python -m train`` compiled before session 4;
-* ``jit+native+opts``: **what ``python -m train`` compiles on CPU**: the same options with
-  ``perf.conv_general_dilated``'s defaults, i.e. relujax's native convolution kernels
-  (``relujax._src.native``) wherever they apply; only where ``perf.native_enabled()``. On
-  other backends (no options) ``jit`` is what ``python -m train`` runs;
-* ``+scan``: the stacks of identical blocks scanned (compile time flat in depth);
-* ``--impls`` keeps only the named candidates (``torch`` included);
-* ``torch``: the PyTorch original (``tests/torch_models.py``), eager; ``torch.compile`` for the
-  models named in ``--torch-compile``.
+* ``app``: the step ``python -m train`` runs, built by the application's own builders
+  (``relujax.training.make_steps`` and the run setup), whatever the speed policy decides;
+* ``app[ACTIVATION]``: the same with another activation (a ``create_model`` name, or
+  ``jax.nn.relu`` / ``relu(residual='bits')`` to compare what the backward pass keeps);
+* ``plain``: a user's own step, ``nnx.jit`` over ``nnx.value_and_grad`` and ``nnx.Optimizer``,
+  on ``relujax.models.create_model(name)`` with default arguments;
+* ``torch``: the PyTorch original (``tests/torch_models.py``), eager; ``torch.compile`` (where
+  it works: a failure is printed and the row left out).
 
-Peak memory: XLA's compiled memory analysis (temporaries + arguments + outputs) for JAX; for
-PyTorch the bytes of tensors saved for backward (``saved_tensors_hooks``; on CUDA the allocator's
-peak). ``--bf16`` runs the bfloat16 table (JAX ``dtype=bfloat16`` with float32 parameters;
-PyTorch autocast) instead of float32.
+By default the steps run side by side in one process, called in turn (each turn runs its step
+once untimed, then once timed, as consecutive steps of a training loop; medians over the
+rounds), so a slow spell of a shared machine hits every candidate alike; both frameworks run
+under the same allocator (``relujax._src.allocator``, named in the JSON's machine info).
+``vs_torch`` is PyTorch eager's median step time over the row's; ``peak_vs_torch`` the row's
+peak memory over PyTorch's. Peak memory: XLA's compiled memory analysis (arguments + outputs +
+temporaries); PyTorch: the bytes of the tensors saved for backward (on CUDA the allocator's
+peak). Compile time is measured apart (trace + lower + compile).
 
-    python -m benchmarks.train_step                 # the full table (~15-20 min on 2 CPU cores)
-    python -m benchmarks.train_step --quick         # small models and batch, a minute or two
-    python -m benchmarks.train_step --models netresdeep --batch-sizes 64
+Variants, as flags:
+
+* ``--isolated``: every sample is a fresh process running one step alone (no other library's
+  threads or buffers around), rounds alternating between the steps;
+* ``--profile``: where the JAX steps' time goes, per kind of executed op (``jax.profiler``);
+* ``--depths 10,50,100,200``: compile time and step time of NetResDeep against depth, the app
+  step with unrolled and with scanned blocks, and the plain step;
+* ``--dtype bfloat16``: bfloat16 compute (JAX ``dtype=bfloat16`` with float32 parameters,
+  PyTorch autocast);
+* ``--xla-convs``: XLA's convolutions instead of relujax's native kernels
+  (``RELUJAX_NATIVE=0``, for a fresh process).
+
+    python -m benchmarks.train_step                  # six models, batch 64 (~15 min, 2 cores)
+    python -m benchmarks.train_step --quick          # two small models, batch 8 (seconds)
+    python -m benchmarks.train_step --models netresdeep --batch-sizes 64 --repeats 7
+    python -m benchmarks.train_step --models netresdeep --isolated
+    python -m benchmarks.train_step --models netresdeep --profile
+    python -m benchmarks.train_step --depths 10,50,100,200
 """
 
 from __future__ import annotations
 
-import functools
+import argparse
+import json
+import os
+import statistics
+import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
-from flax import nnx
-
-import relujax
 from benchmarks import _harness as h
-from relujax._src import allocator, perf
-from relujax._src.activations.memory import residual_bytes
-from relujax.models import create_model
+from benchmarks import _step_modes as modes
+from benchmarks import _steps as S
+from relujax._src import allocator
 
-# name -> (relujax create_model kwargs, torch_models constructor and kwargs, num_classes)
-MODELS: dict[str, tuple[dict[str, Any], str, dict[str, Any], int]] = {
-    "netdepth": ({"name": "netdepth"}, "NetDepth", {}, 2),
-    "netres": ({"name": "netres"}, "NetRes", {}, 2),
-    "netresdeep_shared": (
-        {"name": "netresdeep", "n_blocks": 100, "shared_blocks": True},
-        "NetResDeep",
-        {"n_blocks": 100, "shared_blocks": True},
-        2,
-    ),
-    "netresdeep": (
-        {"name": "netresdeep", "n_blocks": 100},
-        "NetResDeep",
-        {"n_blocks": 100},
-        2,
-    ),
-    "resnet20": ({"name": "resnet20"}, "resnet20", {}, 10),
-    "resnet56": ({"name": "resnet56"}, "resnet56", {}, 10),
-    # small stand-ins for --quick
-    "netresdeep10": ({"name": "netresdeep", "n_blocks": 10}, "NetResDeep", {"n_blocks": 10}, 2),
-    "netresdeep2": ({"name": "netresdeep", "n_blocks": 2}, "NetResDeep", {"n_blocks": 2}, 2),
-}
 FULL = ["netdepth", "netres", "netresdeep_shared", "netresdeep", "resnet20", "resnet56"]
-QUICK = ["netdepth", "netresdeep10", "resnet20"]
-STACKED = ("netresdeep", "resnet")  # models with stacks of identical blocks (scan applies)
+QUICK = ["netdepth", "netresdeep2"]
+DEFAULT_IMPLS = "app,plain,torch"
+COLUMNS = ["model", "batch", "impl", "step_ms", "images_per_s", "vs_torch", "compile_s"]
+COLUMNS += ["peak_MiB", "peak_vs_torch"]
 
 
-def _data(batch: int, num_classes: int, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((batch, 32, 32, 3), dtype=np.float32)
-    y = rng.integers(0, num_classes, batch).astype(np.int32)
-    return x, y
+def make_row(
+    name: str, batch: int, dtype: str, impl: str, samples: Sequence[float], step: S.Step
+) -> dict[str, Any]:
+    """One table row from a step's timed samples (seconds)."""
+    med = statistics.median(samples)
+    return {
+        "model": name,
+        "batch": batch,
+        "dtype": dtype,
+        "impl": impl,
+        "step_ms": 1e3 * med,
+        "images_per_s": batch / med,
+        "compile_s": step.compile_s,
+        "peak_MiB": None if step.peak_bytes is None else step.peak_bytes / 2**20,
+        "xla_memory": step.memory,
+        "samples": [round(v, 6) for v in samples],
+    }
 
 
-def _build(
-    spec: dict[str, Any], *, fast_conv: bool | str, scan: bool, dtype, activation=None
-) -> nnx.Module:
-    kw = dict(spec)
-    name = kw.pop("name")
-    if name.startswith(STACKED):
-        kw["scan_blocks"] = scan
-    model = create_model(name, rngs=nnx.Rngs(0), dtype=dtype, activation=activation, **kw)
-    if fast_conv:  # True: perf's defaults; a string: that kernel_grad; a dict: the options
-        if isinstance(fast_conv, dict):
-            perf.use_fast_conv(model, **fast_conv)
-        else:
-            perf.use_fast_conv(model, kernel_grad=None if fast_conv is True else fast_conv)
-    model.train()
-    return model
-
-
-def _loss(logits, y):
-    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), y).mean()
-
-
-def jax_split_step(model: nnx.Module, tx, x, y, *, compiler_options=None):
-    """A pure ``jax.jit`` step over ``nnx.split`` state; returns (runner, compile_s, memory).
-
-    ``compiler_options`` go to ``jax.jit`` (``perf.compiler_options()`` is what
-    ``relujax.training`` passes).
-    """
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    opt_state = tx.init(params)
-
-    def step(params, rest, opt_state, x, y):
-        def loss_fn(params, rest):
-            m = nnx.merge(graphdef, params, rest, copy=True)
-            loss = _loss(m(x), y)
-            _, _, new_rest = nnx.split(m, nnx.Param, ...)
-            return loss, new_rest
-
-        (loss, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, rest)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), rest, opt_state, loss
-
-    jitted = jax.jit(step, donate_argnums=(0, 1, 2), compiler_options=compiler_options)
-    xj, yj = jnp.asarray(x), jnp.asarray(y)
-    compiled, seconds = h.compile_jitted(jitted, params, rest, opt_state, xj, yj)
-    state = {"s": (params, rest, opt_state)}
-
-    def run():
-        *s, loss = compiled(*state["s"], xj, yj)
-        state["s"] = tuple(s)
-        return loss
-
-    return run, seconds, h.memory_analysis(compiled)
-
-
-def nnx_jit_step(model: nnx.Module, tx, x, y):
-    """The textbook NNX step: ``nnx.jit`` over model and ``nnx.Optimizer``."""
-    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
-
-    @nnx.jit
-    def step(model, optimizer, x, y):
-        def loss_fn(model):
-            return _loss(model(x), y)
-
-        loss, grads = nnx.value_and_grad(loss_fn)(model)
-        optimizer.update(model, grads)
-        return loss
-
-    xj, yj = jnp.asarray(x), jnp.asarray(y)
-    t0 = time.perf_counter()
-    jax.block_until_ready(step(model, optimizer, xj, yj))  # first call: trace + compile + run
-    seconds = time.perf_counter() - t0
-    return (lambda: step(model, optimizer, xj, yj)), seconds, None
-
-
-def torch_step(ctor: str, kwargs: dict[str, Any], x, y, *, compile_: bool, bf16: bool):
-    """The PyTorch original's SGD step; returns (runner, compile_s or None, saved bytes)."""
-    import torch
-    import torch.nn.functional as F
-
-    sys.path.insert(0, str(h.RESULTS_DIR.parents[1] / "tests"))
-    import torch_models  # noqa: PLC0415 - the PyTorch originals live with the parity tests
-
-    device = h.torch_device()
-    torch.manual_seed(0)
-    model = getattr(torch_models, ctor)(**kwargs).to(device).train()
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
-    xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device)
-    yt = torch.from_numpy(y.astype(np.int64)).to(device)
-    fwd = torch.compile(model) if compile_ else model
-    amp_dtype = torch.bfloat16
-
-    def run():
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast(device_type=device, dtype=amp_dtype, enabled=bf16):
-            out = fwd(xt)
-        loss = F.cross_entropy(out.float(), yt)
-        loss.backward()
-        opt.step()
-        return loss.detach()
-
-    seconds = None
-    if compile_:
-        t0 = time.perf_counter()
-        run()
-        seconds = time.perf_counter() - t0
-    saved = [0]
-
-    def pack(t):
-        saved[0] += t.numel() * t.element_size()
-        return t
-
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        run()
-        torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated()
-    else:
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            run()
-        peak = saved[0]
-    return run, seconds, peak
-
-
-def bench_one(name: str, batch: int, args, *, dtype) -> list[dict[str, Any]]:
-    spec, ctor, tkw, num_classes = MODELS[name]
-    x, y = _data(batch, num_classes)
-    tx = optax.sgd(1e-3)
-    stacked = spec["name"].startswith(STACKED)
-    opts = perf.compiler_options()
-    # (label, fast_conv, scan, compiler options); "train" is what `python -m train` compiles.
-    xla = {"native": False}  # perf's conv with XLA's convolutions only
-    variants: list[tuple[str, Any, bool, Any]] = [
-        ("jit", False, False, None),
-        ("jit+conv(split)", {"kernel_grad": "split", "native": False}, False, None),
-    ]
-    if args.kernel_grad:
-        variants.append(("jit+conv", {"kernel_grad": "conv", "native": False}, False, None))
-        if opts is not None:
-            variants.append(
-                ("jit+conv(split)+opts", {"kernel_grad": "split", "native": False}, False, opts)
-            )
-    if opts is not None:
-        variants.append(("jit+conv+opts", xla, False, opts))
-    if perf.native_enabled():
-        variants.append(("jit+native+opts", True, False, opts))
-    if stacked:
-        variants.append(("jit+conv+opts+scan", xla, True, opts))
-        if perf.native_enabled():
-            variants.append(("jit+native+opts+scan", True, True, opts))
-    if args.impls:
-        keep = set(args.impls.split(","))
-        variants = [v for v in variants if v[0] in keep]
-    runners, info = {}, {}
-    if args.nnx_jit:
-        model = _build(spec, fast_conv=False, scan=False, dtype=dtype)
-        runners["nnx.jit"], c, _ = nnx_jit_step(model, tx, x, y)
-        info["nnx.jit"] = {"compile_s": c, "memory": None}
-    for label, fast, scan, copts in variants:
-        model = _build(spec, fast_conv=fast, scan=scan, dtype=dtype)
-        runners[label], c, mem = jax_split_step(model, tx, x, y, compiler_options=copts)
-        info[label] = {"compile_s": c, "memory": mem}
-    use_torch = not args.no_torch and h.torch_available()
-    use_torch = use_torch and (not args.impls or "torch" in args.impls.split(","))
-    bf16 = dtype == jnp.bfloat16
-    if use_torch:
-        runners["torch"], _, peak = torch_step(ctor, tkw, x, y, compile_=False, bf16=bf16)
-        info["torch"] = {"compile_s": None, "torch_peak": peak}
-        if args.torch_compile == "all" or name in args.torch_compile.split(","):
-            try:
-                r, c, peak = torch_step(ctor, tkw, x, y, compile_=True, bf16=bf16)
-                runners["torch.compile"] = r
-                info["torch.compile"] = {"compile_s": c, "torch_peak": peak}
-            except Exception as e:  # noqa: BLE001 - inductor may be unavailable; say so
-                print(f"  torch.compile failed for {name}: {type(e).__name__}: {e}"[:300])
-    # settle=1: each turn runs its step once untimed first, as in a training loop (consecutive
-    # steps of one model); without it PyTorch's timed call follows another library's and runs
-    # 1.2x slower (RESULTS.md, "Measuring protocol").
-    times = h.time_alternating(
-        runners, repeats=args.repeats or (3 if args.quick else 7), settle=args.settle
-    )
-    rows = []
-    ref = times["torch"]["median"] if "torch" in times else None
-    for label, t in times.items():
-        mem = info[label].get("memory")
-        row = {
-            "model": name,
-            "batch": batch,
-            "dtype": jnp.dtype(dtype).name,
-            "impl": label,
-            "step_ms": 1e3 * t["median"],
-            "images_per_s": batch / t["median"],
-            "vs_torch": None if ref is None else ref / t["median"],
-            "compile_s": info[label].get("compile_s"),
-            "peak_MiB": None,
-            "samples": t["samples"],
-        }
-        if mem is not None:
-            row["peak_MiB"] = (mem["temp"] + mem["argument"] + mem["output"]) / 2**20
-            row["xla_memory"] = mem
-        elif info[label].get("torch_peak") is not None:
-            row["peak_MiB"] = info[label]["torch_peak"] / 2**20
-        rows.append(row)
-        print(
-            f"  {name:18s} b{batch:<4d} {label:14s} {row['step_ms']:9.1f} ms "
-            f"{row['images_per_s']:8.0f} img/s  vs torch {row['vs_torch'] or float('nan'):.2f}x"
-            f"  compile {row['compile_s'] or float('nan'):.1f} s",
-            flush=True,
-        )
+def add_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Sets ``vs_torch`` and ``peak_vs_torch`` against the ``torch`` row of the same group."""
+    ref = {(r["model"], r["batch"], r["dtype"]): r for r in rows if r["impl"] == "torch"}
+    for r in rows:
+        t = ref.get((r["model"], r["batch"], r["dtype"]))
+        r["vs_torch"] = None if t is None else t["step_ms"] / r["step_ms"]
+        ok = t is not None and t["peak_MiB"] and r["peak_MiB"] is not None
+        r["peak_vs_torch"] = r["peak_MiB"] / t["peak_MiB"] if ok else None
     return rows
 
 
-RESIDUAL_ACTIVATIONS = {
-    "jax.nn.relu": jax.nn.relu,
-    "relujax.relu": relujax.relu,
-    "relu(residual='bits')": functools.partial(relujax.relu, residual="bits"),
-}
+def _print_row(r: dict[str, Any]) -> None:
+    nan = float("nan")
+    print(
+        f"  {r['model']:18s} b{r['batch']:<4d} {r['impl']:14s} {r['step_ms']:9.1f} ms "
+        f"{r['images_per_s']:8.0f} img/s  compile {r['compile_s'] or nan:.1f} s",
+        flush=True,
+    )
 
 
-def bench_residual(args) -> list[dict[str, Any]]:
-    """NetResDeep's step with each relu's residual mode: XLA memory and step time, side by side."""
-    n_blocks, batch = (10, 16) if args.quick else (100, 64)
-    spec = {"name": "netresdeep", "n_blocks": n_blocks}
-    x, y = _data(batch, 2)
-    rows = []
-    opts = perf.compiler_options()
-    for label, scan in (("jit+conv+opts", False), ("jit+conv+opts+scan", True)):
-        runners, mems, compiles = {}, {}, {}
-        for act_name, act in RESIDUAL_ACTIVATIONS.items():
-            model = _build(
-                spec, fast_conv={"native": False}, scan=scan, dtype=jnp.float32, activation=act
-            )
-            runners[act_name], compiles[act_name], mems[act_name] = jax_split_step(
-                model, optax.sgd(1e-3), x, y, compiler_options=opts
-            )
-        times = h.time_alternating(runners, repeats=args.repeats or (3 if args.quick else 7))
-        base = times["relujax.relu"]["median"]
-        for act_name, t in times.items():
-            mem = mems[act_name]
-            row = {
-                "model": f"netresdeep{n_blocks}",
-                "batch": batch,
-                "impl": label,
-                "activation": act_name,
-                "residual_B_per_elt": residual_bytes(
-                    RESIDUAL_ACTIVATIONS[act_name], jnp.ones((64, 8, 8, 4), jnp.float32)
-                ),
-                "step_ms": 1e3 * t["median"],
-                "speed_vs_relujax.relu": base / t["median"],
-                "temp_MiB": None if mem is None else mem["temp"] / 2**20,
-                "compile_s": compiles[act_name],
-                "samples": t["samples"],
-            }
-            rows.append(row)
-            print(
-                f"  {label:14s} {act_name:22s} {row['step_ms']:8.1f} ms  "
-                f"temp {row['temp_MiB'] or float('nan'):7.1f} MiB",
-                flush=True,
-            )
-    return rows
+def _build_all(impls: list[str], name: str, batch: int, dtype: str) -> dict[str, S.Step]:
+    steps = {}
+    for impl in impls:
+        try:
+            steps[impl] = S.build(impl, name, batch, dtype=dtype)
+        except Exception as e:
+            if impl != "torch.compile":
+                raise
+            print(f"  torch.compile failed for {name}: {type(e).__name__}: {e}"[:300])
+    return steps
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = h.parser(__doc__.splitlines()[0])
-    p.add_argument("--models", default=None, help=f"comma list from {sorted(MODELS)}")
-    p.add_argument("--batch-sizes", default=None, help="comma list (default 64,128; quick 16)")
-    p.add_argument("--bf16", action="store_true", help="bfloat16 compute instead of float32")
-    p.add_argument(
-        "--torch-compile",
-        default="",
-        help="comma list of models to also time with torch.compile (inductor), or 'all'",
-    )
-    p.add_argument("--nnx-jit", action="store_true", help="also time the nnx.jit step")
-    p.add_argument(
-        "--impls",
-        default=None,
-        help="comma list of candidates to time (e.g. 'jit+conv+opts,jit+native+opts,torch')",
-    )
-    p.add_argument(
-        "--settle",
-        type=int,
-        default=1,
-        help="untimed calls before each timed one, per turn (default 1; 0: strict alternation)",
-    )
-    p.add_argument(
-        "--kernel-grad",
-        action="store_true",
-        help="also time jit+conv (one-convolution kernel gradient) and jit+conv(split)+opts",
-    )
-    p.add_argument(
-        "--residual",
-        action="store_true",
-        help="instead: NetResDeep memory/speed per relu residual mode (jax.nn, mask, bits)",
-    )
-    args = p.parse_args(argv)
-    if args.residual:
-        h.header("train_step residual modes (float32)")
-        rows = bench_residual(args)
-        cols = ["model", "batch", "impl", "activation", "residual_B_per_elt", "step_ms"]
-        print("\n" + h.format_table(rows, cols + ["speed_vs_relujax.relu", "temp_MiB"]))
-        h.write_json("train_step_residual", {"rows": rows}, quick=args.quick, out=args.out)
-        return {"rows": rows}
-    models = args.models.split(",") if args.models else (QUICK if args.quick else FULL)
-    batches = (
-        [int(b) for b in args.batch_sizes.split(",")]
-        if args.batch_sizes
-        else ([16] if args.quick else [64, 128])
-    )
-    dtype = jnp.bfloat16 if args.bf16 else jnp.float32
-    h.header(f"train_step ({jnp.dtype(dtype).name})")
+def side_by_side(models, batches, impls, args) -> list[dict[str, Any]]:
     rows = []
     for name in models:
         for batch in batches:
-            rows.extend(bench_one(name, batch, args, dtype=dtype))
-    cols = ["model", "batch", "impl", "step_ms", "images_per_s", "vs_torch", "compile_s"]
-    print("\n" + h.format_table(rows, cols + ["peak_MiB"]))
-    suffix = "_bf16" if args.bf16 else ""
-    h.write_json(
-        f"train_step{suffix}",
-        {"dtype": jnp.dtype(dtype).name, "rows": rows, "argv": sys.argv[1:]},
-        quick=args.quick,
-        out=args.out,
+            steps = _build_all(impls, name, batch, args.dtype)
+            runners = {impl: s.run for impl, s in steps.items()}
+            times = h.time_alternating(runners, repeats=args.repeats, settle=args.settle)
+            for impl, t in times.items():
+                rows.append(make_row(name, batch, args.dtype, impl, t["samples"], steps[impl]))
+                _print_row(rows[-1])
+    return add_ratios(rows)
+
+
+def _child(args) -> None:
+    """Runs in a fresh process: builds one step, times ``--steps`` consecutive steps."""
+    step = S.build(args.child, args.models[0], args.batch_sizes[0], dtype=args.dtype)
+    for _ in range(3):
+        h.block(step.run())
+    samples = []
+    for _ in range(args.steps):
+        t0 = time.perf_counter()
+        h.block(step.run())
+        samples.append(time.perf_counter() - t0)
+    out = {"samples": samples, "compile_s": step.compile_s, "peak_bytes": step.peak_bytes}
+    print(json.dumps(out | {"memory": step.memory}))
+
+
+def _spawn(impl: str, name: str, batch: int, args) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "benchmarks.train_step", "--child", impl, "--models", name]
+    cmd += ["--batch-sizes", str(batch), "--steps", str(args.steps), "--dtype", args.dtype]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=os.environ.copy())
+    if done.returncode != 0:
+        raise RuntimeError(f"{impl} child failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def isolated(models, batches, impls, args) -> list[dict[str, Any]]:
+    rows = []
+    for name in models:
+        for batch in batches:
+            got: dict[str, list[dict[str, Any]]] = {impl: [] for impl in impls}
+            for _ in range(args.rounds):
+                for impl in impls:
+                    got[impl].append(_spawn(impl, name, batch, args))
+            for impl, outs in got.items():
+                samples = [v for o in outs for v in o["samples"]]
+                compiles = [o["compile_s"] for o in outs if o["compile_s"] is not None]
+                step = S.Step(
+                    None,
+                    statistics.median(compiles) if compiles else None,
+                    outs[0]["peak_bytes"],
+                    outs[0]["memory"],
+                )
+                rows.append(make_row(name, batch, args.dtype, impl, samples, step))
+                _print_row(rows[-1])
+    return add_ratios(rows)
+
+
+def _policy() -> dict[str, Any]:
+    """What the speed policy chose in this process (native convolutions, compile options)."""
+    try:
+        from relujax import policy
+
+        return policy.describe()
+    except ImportError:
+        from relujax._src import perf
+
+        return {"native": perf.native_enabled(), "compiler_options": perf.compiler_options()}
+
+
+def _comma(kind):
+    return lambda s: [kind(v) for v in s.split(",") if v]
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = h.parser(__doc__.splitlines()[0])
+    p.add_argument("--models", type=_comma(str), default=None, help=f"some of {list(S.MODELS)}")
+    p.add_argument("--batch-sizes", type=_comma(int), default=None, help="default 64 (quick: 8)")
+    p.add_argument(
+        "--impls",
+        type=_comma(str),
+        default=None,
+        help=f"comma list of steps (default {DEFAULT_IMPLS}; also torch.compile, app[ACTIVATION])",
     )
-    return {"rows": rows}
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    p.add_argument("--xla-convs", action="store_true", help="XLA's convolutions, not native ones")
+    p.add_argument("--settle", type=int, default=1, help="untimed calls before each timed one")
+    p.add_argument("--isolated", action="store_true", help="each sample in a fresh process")
+    p.add_argument("--rounds", type=int, default=3, help="--isolated: processes per step")
+    p.add_argument("--steps", type=int, default=None, help="--isolated/--profile: steps per run")
+    p.add_argument("--profile", action="store_true", help="op-kind profile of the JAX steps")
+    p.add_argument("--top", type=int, default=15, help="--profile: op kinds printed per step")
+    p.add_argument("--depths", type=_comma(int), default=None, help="compile/step vs depth")
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    args.models = args.models or (QUICK if args.quick else FULL)
+    args.impls = args.impls or DEFAULT_IMPLS.split(",")
+    try:
+        for name in args.models:
+            S.spec(name)
+        for impl in args.impls:
+            S.check_impl(impl)
+    except ValueError as e:
+        p.error(str(e))
+    args.batch_sizes = args.batch_sizes or ([8] if args.quick else [64])
+    if any(b < 1 for b in args.batch_sizes):
+        p.error(f"--batch-sizes: expected positive integers, got {args.batch_sizes}")
+    if args.no_torch or not h.torch_available():
+        args.impls = [i for i in args.impls if not i.startswith("torch")]
+    args.repeats = args.repeats or (3 if args.quick else 7)
+    args.steps = args.steps or (3 if args.quick else 10)
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse(argv)
+    if args.xla_convs:
+        os.environ["RELUJAX_NATIVE"] = "0"  # read when the native library is first loaded
+        if _policy().get("native"):
+            raise SystemExit(
+                "--xla-convs: relujax's native kernels are already loaded in this process; run "
+                "the benchmark in a fresh process (or set RELUJAX_NATIVE=0 before starting it)"
+            )
+    if args.child:
+        _child(args)
+        return {}
+    doc: dict[str, Any] = {"dtype": args.dtype, "impls": args.impls, "argv": sys.argv[1:]}
+    doc["policy"] = _policy()
+    if args.depths:
+        h.header(f"train_step vs depth ({args.dtype}, batch {args.batch_sizes[0]})")
+        doc["rows"] = modes.depths(args.depths, args.batch_sizes[0], args)
+        print("\n" + h.format_table(doc["rows"], modes.DEPTH_COLUMNS))
+        name = "train_step_depths"
+    elif args.profile:
+        h.header(f"train_step profile ({args.dtype})")
+        doc["rows"] = modes.profile(args.models, args.batch_sizes, args)
+        name = "train_step_profile"
+    else:
+        how = "isolated processes" if args.isolated else "side by side"
+        h.header(f"train_step ({args.dtype}, {how})")
+        run = isolated if args.isolated else side_by_side
+        doc["mode"] = "isolated" if args.isolated else "side_by_side"
+        doc["rows"] = run(args.models, args.batch_sizes, args.impls, args)
+        print("\n" + h.format_table(doc["rows"], COLUMNS))
+        name = "train_step" + ("_isolated" if args.isolated else "")
+    name += "" if args.dtype == "float32" else f"_{args.dtype}"
+    h.write_json(name, doc, quick=args.quick, out=args.out)
+    return doc
 
 
 if __name__ == "__main__":
