@@ -242,7 +242,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.child:
         _child(args)
         return {}
-    doc: dict[str, Any] = {"dtype": args.dtype, "impls": args.impls, "argv": sys.argv[1:]}
+    argv = sys.argv[1:] if argv is None else list(argv)
+    doc: dict[str, Any] = {"dtype": args.dtype, "impls": args.impls, "argv": argv}
     doc["policy"] = _policy()
     if args.depths:
         h.header(f"train_step vs depth ({args.dtype}, batch {args.batch_sizes[0]})")
