@@ -115,3 +115,15 @@ def test_depths_time_each_construction(tmp_path):
     doc = ts.main(["--depths", "1", "--batch-sizes", "2", "--repeats", "1", "--out", str(out)])
     assert [r["impl"] for r in doc["rows"]] == list(modes.DEPTH_IMPLS)
     assert all(r["depth"] == 1 and r["compile_s"] > 0 for r in doc["rows"])
+
+
+def test_report_prints_the_table_and_plots_speed_vs_torch(doc, tmp_path):
+    pytest.importorskip("matplotlib")
+    from benchmarks import report
+
+    (tmp_path / "train_step_test.json").write_text(json.dumps(doc))
+    (text,) = report.main(["--results", str(tmp_path), "--plots", str(tmp_path)])
+    assert "python -m benchmarks.train_step --quick" in text and "allocator" in text
+    lines = [line for line in text.splitlines() if line.startswith("| netdepth")]
+    assert [line.split("|")[3].strip() for line in lines] == IMPLS
+    assert (tmp_path / "train_step_test.png").stat().st_size > 1000
