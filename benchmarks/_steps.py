@@ -22,7 +22,6 @@ import dataclasses
 import functools
 import importlib.util
 import pathlib
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -203,11 +202,14 @@ def plain_step(
 
 @functools.cache
 def _torch_models() -> Any:
-    module = importlib.util.module_from_spec(
-        importlib.util.spec_from_file_location("torch_models", TORCH_MODELS)
-    )
-    sys.modules.setdefault("torch_models", module)
-    module.__spec__.loader.exec_module(module)
+    """The PyTorch originals, loaded by path from the checkout's ``tests/torch_models.py``."""
+    if not TORCH_MODELS.is_file():
+        raise FileNotFoundError(
+            f"the PyTorch comparison needs a checkout's {TORCH_MODELS}; use --no-torch"
+        )
+    spec_ = importlib.util.spec_from_file_location("relujax_bench_torch_models", TORCH_MODELS)
+    module = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(module)
     return module
 
 
