@@ -121,7 +121,12 @@ def section(path: pathlib.Path, doc: dict[str, Any]) -> str | None:
     table = TABLES.get(kind) or (train_step_table if kind.startswith("train_step") else None)
     if table is None:
         return None
-    return "\n\n".join([f"### {path.stem}", machine_line(doc), command(doc), table(doc)])
+    lines = [f"### {path.stem}", machine_line(doc), command(doc)]
+    if "policy" in doc:  # what the speed policy chose for the JAX steps
+        pol = doc["policy"]
+        convs = "relujax's native kernels" if pol.get("native") else "XLA's"
+        lines.append(f"Convolutions: {convs}; compile options: {pol.get('compiler_options')}.")
+    return "\n\n".join([*lines, table(doc)])
 
 
 def _pyplot():

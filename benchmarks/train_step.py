@@ -33,8 +33,8 @@ Variants, as flags:
 * ``--xla-convs``: XLA's convolutions instead of relujax's native kernels
   (``RELUJAX_NATIVE=0``, for a fresh process).
 
-    python -m benchmarks.train_step                  # six models, batch 64 (~15 min, 2 cores)
-    python -m benchmarks.train_step --quick          # two small models, batch 8 (seconds)
+    python -m benchmarks.train_step                  # six models, batch 64
+    python -m benchmarks.train_step --quick          # two small models, batch 8
     python -m benchmarks.train_step --models netresdeep --batch-sizes 64 --repeats 7
     python -m benchmarks.train_step --models netresdeep --isolated
     python -m benchmarks.train_step --models netresdeep --profile
