@@ -7,7 +7,8 @@ well past the caches:
   ``jax.nn`` counterpart and ``torch.nn.functional`` on the same machine, timed in turn;
 * the limit: a plain fused elementwise op that moves the same bytes (forward: read x, write y;
   forward+backward: read x and g, write y and dx), timed in the same rounds;
-* residual bytes per element kept for the backward pass (``relujax.residual_bytes``);
+* residual bytes per element kept for the backward pass (the bytes of ``jax.vjp``'s residuals,
+  as tests/test_activations_memory.py counts them);
 * the compiled HLO of a conv -> BatchNorm -> activation -> add block's forward+backward: the
   number of fusions and of kernels launched, relujax vs jax.nn (they must fuse alike).
 

@@ -66,7 +66,7 @@ def apply_model(model: nnx.Module, x: jax.Array, mask: jax.Array) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True)
 class StepFns:
-    """The two step functions of a run (not yet compiled: see `compile_steps`).
+    """The two jitted step functions of a run (the loop compiles them ahead of time with `.lower`).
 
     train(params, rest, opt_state, metrics, x, y, idx, mask, step, epoch)
         -> (params, rest, opt_state, metrics)
