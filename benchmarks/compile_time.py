@@ -6,9 +6,8 @@ default backend. Three constructions:
 
 * ``unrolled``: a Python loop over the blocks with plain ``lax`` convolutions (XLA sees N copies);
 * ``unrolled+conv+opts``: the same with ``relujax._src.perf.conv_general_dilated`` and
-  ``perf.compiler_options()``: what ``python -m train`` compiles (on CPU since session 4:
-  relujax's native convolution kernels where they apply, XLA's Eigen ones elsewhere; the
-  session-3 table in RESULTS.md predates them);
+  ``perf.compiler_options()``: what ``python -m train`` compiles (on CPU:
+  relujax's native convolution kernels where they apply, XLA's Eigen ones elsewhere);
 * ``scan+conv+opts``: ``jax.lax.scan`` over the stacked blocks, with that convolution and
   options;
 * ``scan``: ``scan`` with plain ``lax`` convolutions: on XLA:CPU its backward runs a naive

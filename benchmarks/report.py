@@ -13,6 +13,7 @@ import pathlib
 from typing import Any
 
 from benchmarks import _harness as h
+from benchmarks.activations import table_columns
 
 HERE = pathlib.Path(__file__).resolve().parent
 
@@ -37,35 +38,9 @@ def activations_section(doc: dict[str, Any]) -> str:
     out = [
         f"### forward+backward, {doc['n_elements']:,} float32 elements, median ms\n",
         _machine_line(doc) + "\n",
-        h.format_table(
-            rows,
-            [
-                "function",
-                "fb_ms_relujax",
-                "fb_ms_jax.nn",
-                "fb_ms_torch",
-                "fb_ms_limit",
-                "fb_GBps_relujax",
-                "fb_speedup_vs_jax.nn",
-                "fb_speedup_vs_torch",
-                "fb_pct_of_limit",
-            ],
-        ),
+        h.format_table(rows, table_columns("fb")),
         "\n### forward only\n",
-        h.format_table(
-            rows,
-            [
-                "function",
-                "fwd_ms_relujax",
-                "fwd_ms_jax.nn",
-                "fwd_ms_torch",
-                "fwd_ms_limit",
-                "fwd_GBps_relujax",
-                "fwd_speedup_vs_jax.nn",
-                "fwd_speedup_vs_torch",
-                "fwd_pct_of_limit",
-            ],
-        ),
+        h.format_table(rows, table_columns("fwd")),
         "\n### residual bytes per element, and the conv -> BN -> act -> add block's kernels\n",
         h.format_table(rows, ["function", "residual_B_per_elt", "residual_B_per_elt_jax.nn"]),
         "",

@@ -9,7 +9,8 @@ independent blocks (``--blocks``), float32, on the default backend:
 * ``train``: ``perf.compiler_options()`` (Eigen convolutions, YNNPACK reductions and dots) and
   ``perf.conv_general_dilated`` with its defaults (on CPU relujax's native convolution
   kernels, ``relujax._src.native``): what ``python -m train`` compiles;
-* ``train, XLA convs``: the same with XLA's convolutions (``native=False``; session 3's step);
+* ``train, XLA convs``: the same with XLA's convolutions (``native=False``), the step before
+  the native kernels;
 * ``train, lax conv``: the same options with ``lax``'s own convolution transpose rule;
 * ``train, split dW``: XLA's convolutions with the 16-image kernel-gradient split;
 * ``eigen everything``: no YNNPACK fusion at all;

@@ -13,7 +13,7 @@ process (medians of alternating rounds; compile time apart):
   kernel gradient) and ``jit+conv(split)+opts``;
 * ``jit+conv+opts``: the canonical-backward conv (one-convolution kernel gradient, XLA's
   convolutions: ``native=False``) and ``perf.compiler_options()`` (XLA:CPU convolutions on
-  Eigen, reductions and dots on YNNPACK): what ``python -m train`` compiled before session 4;
+  Eigen, reductions and dots on YNNPACK): XLA's convolutions under the training options;
 * ``jit+native+opts``: **what ``python -m train`` compiles on CPU**: the same options with
   ``perf.conv_general_dilated``'s defaults, i.e. relujax's native convolution kernels
   (``relujax._src.native``) wherever they apply; only where ``perf.native_enabled()``. On
@@ -28,7 +28,7 @@ PyTorch the bytes of tensors saved for backward (``saved_tensors_hooks``; on CUD
 peak). ``--bf16`` runs the bfloat16 table (JAX ``dtype=bfloat16`` with float32 parameters;
 PyTorch autocast) instead of float32.
 
-    python -m benchmarks.train_step                 # the full table (~15-20 min on 2 CPU cores)
+    python -m benchmarks.train_step                 # the full table (tens of minutes on CPU)
     python -m benchmarks.train_step --quick         # small models and batch, a minute or two
     python -m benchmarks.train_step --models netresdeep --batch-sizes 64
 """

@@ -1,18 +1,28 @@
-"""Smoke tests: each benchmark's tiny mode runs end to end and writes sane JSON.
+"""Each benchmark's tiny mode runs end to end and writes consistent JSON.
 
-The benchmarks themselves live in ``benchmarks/`` and are never collected by pytest; these only
-check that ``make bench`` cannot rot. Sizes are tiny, so no figure here means anything.
+The benchmarks themselves live in ``benchmarks/`` and are never collected by pytest; these check
+that ``make bench`` cannot rot: the rows hold the columns the tables print, and every derived
+column (throughput, ratio, share) is what its definition computes from the timed samples. Sizes
+are tiny, so no figure here means anything.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 
 import pytest
 
 pytest.importorskip("benchmarks._harness")
 
 from benchmarks import _harness as h  # noqa: E402
+
+approx = pytest.approx
+
+
+def ms_from_samples(row, key="step_ms"):
+    """`row[key]` is the median of its samples (seconds, rounded to the microsecond)."""
+    assert row[key] == approx(1e3 * statistics.median(row["samples"]), abs=1e-3), row
 
 
 def test_time_alternating_orders_and_medians():
@@ -41,7 +51,14 @@ def test_activations_quick(tmp_path):
     rows = {r["function"]: r for r in doc["rows"]}
     assert set(rows) == {"relu", "gelu"}
     assert rows["relu"]["residual_B_per_elt"] <= 1.0
-    assert rows["relu"]["fb_ms_relujax"] > 0 and rows["relu"]["fb_ms_limit"] > 0
+    n_bytes = doc["n_elements"] * 4  # float32
+    for row in rows.values():
+        for pass_, arrays in (("fwd", 2), ("fb", 4)):  # x, y; and x, g, y, dx
+            assert set(activations.table_columns(pass_)) <= set(row), row
+            ms = row[f"{pass_}_ms_relujax"]
+            assert row[f"{pass_}_GBps_relujax"] == approx(arrays * n_bytes / ms / 1e6)
+            assert row[f"{pass_}_speedup_vs_jax.nn"] == approx(row[f"{pass_}_ms_jax.nn"] / ms)
+            assert row[f"{pass_}_pct_of_limit"] == approx(100 * row[f"{pass_}_ms_limit"] / ms)
     hlo = {r["function"]: r for r in doc["hlo"]}
     assert hlo["relu"]["fusions_relujax"] == hlo["relu"]["fusions_jax.nn"]
     assert doc["machine"]["cpu"]
@@ -64,8 +81,17 @@ def test_train_step_quick(tmp_path):
     if perf.native_enabled():  # what python -m train compiles on CPU
         expected |= {"jit+native+opts", "jit+native+opts+scan"}
     assert expected <= impls
-    assert all(r["images_per_s"] > 0 for r in rows)
-    assert all(r["compile_s"] > 0 for r in rows if r["impl"].startswith("jit"))
+    torch = next((r for r in rows if r["impl"] == "torch"), None)
+    for r in rows:
+        assert (r["model"], r["batch"], r["dtype"]) == ("netresdeep2", 4, "float32")
+        ms_from_samples(r)
+        assert r["images_per_s"] == approx(4 / (r["step_ms"] / 1e3))
+        if torch is None:
+            assert r["vs_torch"] is None
+        else:
+            assert r["vs_torch"] == approx(torch["step_ms"] / r["step_ms"])
+        if r["impl"].startswith("jit"):
+            assert r["compile_s"] > 0 and r["peak_MiB"] is not None, r
 
 
 def test_compile_time_quick(tmp_path):
@@ -80,7 +106,9 @@ def test_compile_time_quick(tmp_path):
         "scan+conv+opts",
         "scan",
     }
-    assert all(r["compile_s"] > 0 and r["step_ms"] > 0 for r in rows)
+    for r in rows:
+        assert r["depth"] == 2 and r["compile_s"] > 0, r
+        ms_from_samples(r)
 
 
 def test_conv_pieces_quick(tmp_path):
@@ -94,7 +122,11 @@ def test_conv_pieces_quick(tmp_path):
 
     if perf.native_enabled():
         assert "NHWC native dw (train: native kernels)" in rows
-    assert all(r["ms"] > 0 for r in rows.values())
+    b, size, _, ch = json.loads(out.read_text())["shape"]
+    for name, r in rows.items():
+        ms_from_samples(r, "ms")
+        if not name.startswith("max_pool"):  # a 3x3 convolution: 2 * 9 * C * C flops per pixel
+            assert r["GFLOP_per_s"] == approx(2 * b * size * size * ch * ch * 9 / r["ms"] / 1e6)
 
 
 def test_profile_step_quick(tmp_path):
@@ -102,9 +134,15 @@ def test_profile_step_quick(tmp_path):
 
     out = tmp_path / "ps.json"
     doc = profile_step.main(["--quick", "--steps", "1", "--out", str(out)])
-    kinds = {r["op"] for r in json.loads(out.read_text())["rows"]}
-    assert doc["step_ms"] > 0 and doc["traced_ms"] > 0
+    rows = json.loads(out.read_text())["rows"]
+    kinds = {r["op"] for r in rows}
     assert any("fusion" in k for k in kinds)
+    assert doc["traced_ms"] == approx(sum(r["ms_per_step"] for r in rows))
+    assert [r["ms_per_step"] for r in rows] == sorted(
+        (r["ms_per_step"] for r in rows), reverse=True
+    )
+    for r in rows:
+        assert r["share_of_step"] == approx(r["ms_per_step"] / doc["step_ms"])
     from relujax._src import perf
 
     if perf.native_enabled():  # the native convolutions are traced as FFI calls
@@ -117,8 +155,11 @@ def test_step_isolated_quick(tmp_path):
     out = tmp_path / "si.json"
     step_isolated.main(["--quick", "--out", str(out)])
     rows = json.loads(out.read_text())["rows"]
-    assert rows[0]["impl"].startswith("relujax") and rows[0]["step_ms"] > 0
+    assert rows[0]["impl"].startswith("relujax")
     assert len(rows[0]["samples"]) == 3  # --quick: one round of 3 timed steps per child
+    for r in rows:
+        ms_from_samples(r)
+        assert r["images_per_s"] == approx(r["batch"] / (r["step_ms"] / 1e3))
 
 
 def test_step_variants_quick(tmp_path):
@@ -128,7 +169,9 @@ def test_step_variants_quick(tmp_path):
     step_variants.main(["--quick", "--repeats", "1", "--out", str(out)])
     rows = {r["variant"]: r for r in json.loads(out.read_text())["rows"]}
     assert {"default", "train"} <= set(rows) and rows["train"]["vs_train"] == 1.0
-    assert all(r["step_ms"] > 0 for r in rows.values())
+    for r in rows.values():
+        ms_from_samples(r)
+        assert r["vs_train"] == approx(rows["train"]["step_ms"] / r["step_ms"])
 
 
 def test_step_variants_bn_vjp_matches_autodiff():

@@ -128,7 +128,7 @@ def augment(key: ArrayLike, images: ArrayLike, *, pad: int = 4, flip: bool = Tru
     padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
     # Crop and flip as ONE gather: output[i, r, c] = padded[i, rows[i, r], cols[i, c]]. (A
     # flip by `where(mirror, out[:, :, ::-1], out)` after a vmapped dynamic_slice made XLA:CPU
-    # recompute the gather per element: 5x slower inside a scan.)
+    # recompute the gather per element, several times slower inside a scan.)
     return padded[jnp.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
