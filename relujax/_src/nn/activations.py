@@ -53,10 +53,11 @@ class ReLU(_Activation):
     """
 
     _fn = staticmethod(F.relu)
-    _hyper = ('subgradient',)
+    _hyper = ("subgradient",)
 
     def __init__(self, *, subgradient: float = 0.0):
         self.subgradient = subgradient
+
 
 class ReLU6(_Activation):
     """``relujax.relu6`` as a module.
@@ -69,10 +70,11 @@ class ReLU6(_Activation):
     """
 
     _fn = staticmethod(F.relu6)
-    _hyper = ('subgradient',)
+    _hyper = ("subgradient",)
 
     def __init__(self, *, subgradient: float = 0.0):
         self.subgradient = subgradient
+
 
 class LeakyReLU(_Activation):
     """``relujax.leaky_relu`` as a module (slope 0.01 by default, as PyTorch and jax.nn).
@@ -85,11 +87,12 @@ class LeakyReLU(_Activation):
     """
 
     _fn = staticmethod(F.leaky_relu)
-    _hyper = ('negative_slope', 'subgradient')
+    _hyper = ("negative_slope", "subgradient")
 
     def __init__(self, negative_slope: float = 0.01, *, subgradient: float = 0.0):
         self.negative_slope = negative_slope
         self.subgradient = subgradient
+
 
 class PReLU(_Activation):
     """Parametric ReLU (He et al. 2015): ``x`` if ``x > 0`` else ``weight * x``.
@@ -206,10 +209,11 @@ class ELU(_Activation):
     """
 
     _fn = staticmethod(F.elu)
-    _hyper = ('alpha',)
+    _hyper = ("alpha",)
 
     def __init__(self, alpha: float = 1.0):
         self.alpha = alpha
+
 
 class CELU(_Activation):
     """``relujax.celu`` as a module.
@@ -222,10 +226,11 @@ class CELU(_Activation):
     """
 
     _fn = staticmethod(F.celu)
-    _hyper = ('alpha',)
+    _hyper = ("alpha",)
 
     def __init__(self, alpha: float = 1.0):
         self.alpha = alpha
+
 
 class SELU(_Activation):
     """``relujax.selu`` as a module.
@@ -251,10 +256,11 @@ class GELU(_Activation):
     """
 
     _fn = staticmethod(F.gelu)
-    _hyper = ('approximate',)
+    _hyper = ("approximate",)
 
     def __init__(self, approximate: bool = False):
         self.approximate = approximate
+
 
 class SiLU(_Activation):
     """``relujax.silu`` as a module.
@@ -280,7 +286,7 @@ class Softplus(_Activation):
     """
 
     _fn = staticmethod(F.softplus)
-    _hyper = ('beta', 'threshold')
+    _hyper = ("beta", "threshold")
 
     def __init__(self, beta: float = 1.0, threshold: float = 20.0):
         self.beta = beta
