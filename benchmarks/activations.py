@@ -7,7 +7,8 @@ well past the caches:
   ``jax.nn`` counterpart and ``torch.nn.functional`` on the same machine, timed in turn;
 * the limit: a plain fused elementwise op that moves the same bytes (forward: read x, write y;
   forward+backward: read x and g, write y and dx), timed in the same rounds;
-* residual bytes per element kept for the backward pass (``relujax.residual_bytes``);
+* residual bytes per element kept for the backward pass (the bytes of ``jax.vjp``'s residuals,
+  as tests/test_activations_memory.py counts them);
 * the compiled HLO of a conv -> BatchNorm -> activation -> add block's forward+backward: the
   number of fusions and of kernels launched, relujax vs jax.nn (they must fuse alike).
 
@@ -179,24 +180,29 @@ def run(args) -> dict[str, Any]:
     return {"n_elements": n, "dtype": "float32", "repeats": repeats, "rows": rows, "hlo": hlo_rows}
 
 
+def table_columns(pass_: str) -> list[str]:
+    """The columns of the time table of ``pass_`` ("fb": forward+backward, "fwd": forward)."""
+    return ["function"] + [
+        f"{pass_}_{c}"
+        for c in (
+            "ms_relujax",
+            "ms_jax.nn",
+            "ms_torch",
+            "ms_limit",
+            "GBps_relujax",
+            "speedup_vs_jax.nn",
+            "speedup_vs_torch",
+            "pct_of_limit",
+        )
+    ]
+
+
 def print_tables(result: dict[str, Any]) -> None:
     rows = result["rows"]
-    cols = [
-        "function",
-        "fb_ms_relujax",
-        "fb_ms_jax.nn",
-        "fb_ms_torch",
-        "fb_ms_limit",
-        "fb_GBps_relujax",
-        "fb_speedup_vs_jax.nn",
-        "fb_speedup_vs_torch",
-        "fb_pct_of_limit",
-    ]
     print(f"\n## forward+backward, {result['n_elements']:,} float32 elements (median ms)\n")
-    print(h.format_table(rows, cols))
-    cols = [c.replace("fb_", "fwd_") for c in cols]
+    print(h.format_table(rows, table_columns("fb")))
     print(f"\n## forward only, {result['n_elements']:,} float32 elements (median ms)\n")
-    print(h.format_table(rows, cols))
+    print(h.format_table(rows, table_columns("fwd")))
     print("\n## residual bytes per element kept for backward\n")
     print(h.format_table(rows, ["function", "residual_B_per_elt", "residual_B_per_elt_jax.nn"]))
     print("\n## conv -> BN -> act -> add block, forward+backward: compiled HLO kernels\n")

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from benchmarks import _harness as h
+from benchmarks.activations import table_columns
 
 HERE = pathlib.Path(__file__).resolve().parent
 STEP_COLUMNS = ["model", "batch", "impl", "step_ms", "images_per_s", "vs_torch", "vs_torch_best"]
@@ -62,9 +63,7 @@ def with_best_ratio(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def activations_table(doc: dict[str, Any]) -> str:
-    cols = ["function", "fb_ms_relujax", "fb_ms_jax.nn", "fb_ms_torch", "fb_ms_limit"]
-    cols += ["fb_GBps_relujax", "fb_speedup_vs_jax.nn", "fb_speedup_vs_torch", "fb_pct_of_limit"]
-    fwd = [c.replace("fb_", "fwd_") for c in cols]
+    cols, fwd = table_columns("fb"), table_columns("fwd")
     return "\n\n".join(
         [
             f"forward+backward, {doc['n_elements']:,} float32 elements, median ms:",

@@ -13,13 +13,13 @@ from relujax._src.data.dataset import channel_stats as channel_stats
 from relujax._src.data.load import DATASETS as DATASETS
 from relujax._src.data.load import load_dataset as load_dataset
 from relujax._src.data.pipeline import augment as augment
-from relujax._src.data.pipeline import batch_sharding as batch_sharding
-from relujax._src.data.pipeline import data_mesh as data_mesh
 from relujax._src.data.pipeline import epoch_indices as epoch_indices
 from relujax._src.data.pipeline import get_batch as get_batch
 from relujax._src.data.pipeline import normalize as normalize
 from relujax._src.data.pipeline import put_on_device as put_on_device
-from relujax._src.data.pipeline import replicated_sharding as replicated_sharding
+from relujax._src.data.sharding import batch_sharding as batch_sharding
+from relujax._src.data.sharding import data_mesh as data_mesh
+from relujax._src.data.sharding import replicated_sharding as replicated_sharding
 
 __all__ = [
     "CIFAR_MEAN",

@@ -9,6 +9,9 @@ Example:
     'constant'
 """
 
+from relujax._src.data.sharding import (
+    maybe_initialize_distributed as maybe_initialize_distributed,
+)
 from relujax._src.training.checkpoint import Checkpointer as Checkpointer
 from relujax._src.training.checkpoint import CheckpointError as CheckpointError
 from relujax._src.training.config import ConfigError as ConfigError
@@ -24,12 +27,6 @@ from relujax._src.training.metrics import write_summary as write_summary
 from relujax._src.training.optim import decay_mask as decay_mask
 from relujax._src.training.optim import make_optimizer as make_optimizer
 from relujax._src.training.optim import make_schedule as make_schedule
-from relujax._src.training.sharding import batch_sharded as batch_sharded
-from relujax._src.training.sharding import make_mesh as make_mesh
-from relujax._src.training.sharding import (
-    maybe_initialize_distributed as maybe_initialize_distributed,
-)
-from relujax._src.training.sharding import replicated as replicated
 from relujax._src.training.steps import StepFns as StepFns
 from relujax._src.training.steps import cross_entropy as cross_entropy
 from relujax._src.training.steps import l2_penalty as l2_penalty
@@ -44,18 +41,15 @@ __all__ = [
     "NonFiniteLossError",
     "StepFns",
     "TrainConfig",
-    "batch_sharded",
     "cross_entropy",
     "decay_mask",
     "l2_penalty",
-    "make_mesh",
     "make_optimizer",
     "make_schedule",
     "make_steps",
     "maybe_initialize_distributed",
     "plot_curves",
     "read_metrics",
-    "replicated",
     "summarize",
     "train",
     "write_metrics",

@@ -13,43 +13,75 @@ import relujax.nn as rnn
 
 X = jnp.linspace(-3.0, 3.0, 13, dtype=jnp.float32)
 
-# module name -> the functional call it must equal.
-FUNCTIONAL = {
-    "relu": lambda x: relujax.relu(x),
-    "relu6": lambda x: relujax.relu6(x),
-    "leaky_relu": lambda x: relujax.leaky_relu(x, 0.01),
-    "prelu": lambda x: relujax.prelu(x, 0.25),
-    "rrelu": lambda x: relujax.rrelu(x, None),
-    "elu": lambda x: relujax.elu(x),
-    "celu": lambda x: relujax.celu(x),
-    "selu": lambda x: relujax.selu(x),
-    "gelu": lambda x: relujax.gelu(x),
-    "silu": lambda x: relujax.silu(x),
-    "softplus": lambda x: relujax.softplus(x),
-}
+CASES = [
+    pytest.param(spec, kwargs, id=f"{name}-{i}")
+    for name, spec in relujax.ACTIVATIONS.items()
+    for i, kwargs in enumerate(spec.cases())
+]
+PIECEWISE = [spec for spec in relujax.ACTIVATIONS.values() if spec.piecewise_linear]
+
+
+def module_for(spec, kwargs, **extra):
+    """The registered module built with the function's keyword arguments, in eval mode."""
+    kwargs = {spec.module_args.get(k, k): v for k, v in kwargs.items()}
+    module = rnn.make_activation(spec.name, rngs=nnx.Rngs(0), **kwargs, **extra)
+    module.eval()  # RReLU: the deterministic mean slope, as the function without a key
+    return module
+
+
+def grid(spec):
+    """X plus every kink of `spec`, in float32."""
+    return jnp.concatenate([X, jnp.asarray(spec.kinks, jnp.float32)])
 
 
 def test_public_api():
     assert sorted(rnn.__all__) == sorted(n for n in dir(rnn) if not n.startswith("_"))
-    assert set(rnn.ACTIVATION_MODULES) == set(FUNCTIONAL)
+    assert list(rnn.ACTIVATION_MODULES) == list(relujax.ACTIVATIONS)
+    # Every module class that relujax.nn exports is the registered module of one activation.
+    exported = {
+        getattr(rnn, n)
+        for n in rnn.__all__
+        if isinstance(getattr(rnn, n), type) and issubclass(getattr(rnn, n), nnx.Module)
+    }
+    assert exported == set(rnn.ACTIVATION_MODULES.values())
+    for name, spec in relujax.ACTIVATIONS.items():
+        assert rnn.ACTIVATION_MODULES[name].__name__ == spec.module
 
 
-@pytest.mark.parametrize("name", sorted(FUNCTIONAL))
-def test_module_equals_function(name):
-    module = rnn.make_activation(name, rngs=nnx.Rngs(0))
-    module.eval()  # RReLU: the deterministic mean slope
-    np.testing.assert_array_equal(module(X), FUNCTIONAL[name](X))
-    assert module(X).dtype == jnp.float32
-    assert module(X.astype(jnp.bfloat16)).dtype == jnp.bfloat16
+@pytest.mark.parametrize("spec,kwargs", CASES)
+def test_module_equals_function(spec, kwargs):
+    x = grid(spec)
+    module = module_for(spec, kwargs)
+    np.testing.assert_array_equal(module(x), spec.fn(x, **kwargs))
+    # Under jit XLA may fuse differently (gelu's tanh form): equal to float32 round-off.
+    np.testing.assert_allclose(nnx.jit(lambda m, x: m(x))(module, x), module(x), rtol=1e-6)
+    assert module(x).dtype == jnp.float32
+    assert module(x.astype(jnp.bfloat16)).dtype == jnp.bfloat16
 
 
-def test_hyperparameters_are_forwarded():
-    np.testing.assert_array_equal(rnn.LeakyReLU(0.2)(X), relujax.leaky_relu(X, 0.2))
-    np.testing.assert_array_equal(rnn.ELU(0.5)(X), relujax.elu(X, 0.5))
-    np.testing.assert_array_equal(rnn.GELU(approximate=True)(X), relujax.gelu(X, approximate=True))
-    np.testing.assert_array_equal(rnn.Softplus(2.0, 5.0)(X), relujax.softplus(X, 2.0, 5.0))
-    g = jax.grad(lambda x: rnn.ReLU(subgradient=1.0)(x))(jnp.float32(0.0))
-    assert g == 1.0
+@pytest.mark.parametrize("spec,kwargs", CASES)
+def test_module_derivative_equals_function(spec, kwargs):
+    x = grid(spec)
+    module = module_for(spec, kwargs)
+    np.testing.assert_array_equal(
+        jax.grad(lambda x: module(x).sum())(x),
+        jax.grad(lambda x: spec.fn(x, **kwargs).sum())(x),
+    )
+
+
+@pytest.mark.parametrize("subgradient", [0.5, 1.0])
+@pytest.mark.parametrize("spec", PIECEWISE, ids=lambda s: s.name)
+def test_module_subgradient_is_forwarded(spec, subgradient):
+    kinks = jnp.asarray(spec.kinks, jnp.float32)
+
+    def grad_at_kinks(f):
+        return jax.grad(lambda x: f(x).sum())(kinks)
+
+    module = module_for(spec, spec.default_kwargs, subgradient=subgradient)
+    expected = grad_at_kinks(lambda x: spec.fn(x, **spec.default_kwargs, subgradient=subgradient))
+    np.testing.assert_array_equal(grad_at_kinks(module), expected)
+    # ...and it is not the default: the kink's derivative moved (relu'(0) = s).
+    assert not np.array_equal(expected, grad_at_kinks(module_for(spec, spec.default_kwargs)))
 
 
 def test_make_activation_errors():

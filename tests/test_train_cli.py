@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import re
 
 import jax
 import numpy as np
@@ -62,12 +63,28 @@ def test_bad_flags_and_data_exit_2_with_one_line(argv, match, capsys, tmp_path):
     assert "Traceback" not in err and out == ""
 
 
+def documented_flags(name):
+    """The flags that preset `name`'s docstring says it equals.
+
+    The docstring holds `python -m train --preset NAME` and then either `(= FLAGS)` or
+    `(flags as OTHER, FLAGS)`: OTHER's flags followed by FLAGS.
+    """
+    doc = " ".join(PRESETS[name].__doc__.split())
+    assert f"python -m train --preset {name} " in doc + " ", doc
+    expansion = re.search(rf"--preset {name} \((= |flags as ([\w-]+), )(.*?)\)", doc)
+    assert expansion, f"{name}: the docstring does not spell out its flags: {doc}"
+    base = documented_flags(expansion.group(2)) if expansion.group(2) else []
+    return base + expansion.group(3).split()
+
+
 @pytest.mark.parametrize("name", sorted(PRESETS))
-def test_every_preset_is_documented_and_valid(name):
-    fields = resolve(name)
-    assert f"python -m train --preset {name}" in PRESETS[name].__doc__
-    config = TrainConfig(**fields)
-    assert config.model in models.MODELS
+def test_every_preset_is_the_command_in_its_docstring(name):
+    """The docstring's flags, parsed by the app's parser without --preset, give the preset."""
+    args = cli.build_parser().parse_args(documented_flags(name))
+    from_flags = TrainConfig(**cli.config_fields(args))
+    preset = TrainConfig(**resolve(name))
+    assert preset.model in models.MODELS
+    assert from_flags == preset.replace(preset=None)
 
 
 def _params(config):

@@ -1,1 +1,5 @@
-"""Long experiments (reproduction of the book's table, the activation study); never run by tests."""
+"""Long experiments: the reproduction of the book's table, the activation study, ReLU'(0).
+
+Each runs as ``python -m train.experiments.<name>``; tests/test_experiments.py runs them at toy
+sizes.
+"""

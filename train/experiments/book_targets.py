@@ -1,6 +1,6 @@
 """The published CIFAR-2 figures of "Deep Learning with PyTorch", ch. 8 (1st edition notebook
 `p1ch8/1_convolution.ipynb`, outputs dated 2020-01-16; see the project's REFERENCE.md), and the
-val-accuracy targets of the `improved-*` presets (issue 7)."""
+val-accuracy targets that the `improved-*` presets must reach."""
 
 from __future__ import annotations
 

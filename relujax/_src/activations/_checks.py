@@ -13,7 +13,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-FLOAT_DTYPES = (jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64)
 _FLOAT_NAMES = "float16, bfloat16, float32 or float64"
 
 

@@ -1,8 +1,9 @@
 """The registry of activations: one entry per function, everything a test or benchmark needs.
 
-`ACTIVATIONS[name]` is an `ActivationSpec`. Tests parametrize every property over it, the NNX
-modules are built from it, and the benchmarks iterate over it, so a new activation added here
-gets every check, a module and a benchmark row.
+`ACTIVATIONS[name]` is an `ActivationSpec`. Tests parametrize every property over it,
+`relujax.nn.ACTIVATION_MODULES` and the models' ``activation="name"`` are read from it, and the
+benchmarks iterate over it, so a new activation added here (with its module class in
+``relujax/_src/nn/activations.py``) gets every check, a name and a benchmark row.
 """
 
 from __future__ import annotations
@@ -36,10 +37,13 @@ class ActivationSpec:
       reference: float64 NumPy `reference(x, **kwargs) -> (y, dy, d2y)`.
       jax_nn: the `jax.nn` counterpart, callable as `jax_nn(x, **default_kwargs)`, or None.
       torch_name: name of the `torch.nn.functional` counterpart, or None.
+      module: name of the `relujax.nn` module class (a name, so that the functions need no Flax).
       default_kwargs: keyword arguments for a plain call (the required `alpha` of prelu is
         PyTorch's init, 0.25).
       params: names of the hyperparameters that are differentiable (learnable).
       variants: further keyword sets to test beyond the defaults.
+      module_args: keywords that the module's constructor names differently from the function
+        (prelu's ``alpha`` is ``PReLU(init=...)``, as PyTorch).
     """
 
     name: str
@@ -49,9 +53,11 @@ class ActivationSpec:
     reference: Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray]]
     jax_nn: Callable[..., jax.Array] | None
     torch_name: str | None
+    module: str
     default_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     params: tuple[str, ...] = ()
     variants: tuple[Mapping[str, Any], ...] = ()
+    module_args: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def cases(self) -> list[dict[str, Any]]:
         """The default keyword arguments followed by each variant merged into them."""
@@ -79,6 +85,7 @@ _SPECS = (
         reference=reference.relu,
         jax_nn=jax.nn.relu,
         torch_name="relu",
+        module="ReLU",
     ),
     ActivationSpec(
         name="relu6",
@@ -88,6 +95,7 @@ _SPECS = (
         reference=reference.relu6,
         jax_nn=jax.nn.relu6,
         torch_name="relu6",
+        module="ReLU6",
     ),
     ActivationSpec(
         name="leaky_relu",
@@ -97,6 +105,7 @@ _SPECS = (
         reference=reference.leaky_relu,
         jax_nn=jax.nn.leaky_relu,
         torch_name="leaky_relu",
+        module="LeakyReLU",
         default_kwargs={"negative_slope": 0.01},
         params=("negative_slope",),
         variants=({"negative_slope": 0.2},),
@@ -109,6 +118,8 @@ _SPECS = (
         reference=reference.prelu,
         jax_nn=_jax_nn_prelu,
         torch_name="prelu",
+        module="PReLU",
+        module_args={"alpha": "init"},
         default_kwargs={"alpha": 0.25},
         params=("alpha",),
         variants=({"alpha": -0.5},),
@@ -121,6 +132,7 @@ _SPECS = (
         reference=reference.rrelu,
         jax_nn=None,
         torch_name="rrelu",
+        module="RReLU",
         default_kwargs={"lower": 1.0 / 8.0, "upper": 1.0 / 3.0},
         params=("lower", "upper"),
         variants=({"lower": 0.5, "upper": 0.5},),
@@ -133,6 +145,7 @@ _SPECS = (
         reference=reference.elu,
         jax_nn=jax.nn.elu,
         torch_name="elu",
+        module="ELU",
         default_kwargs={"alpha": 1.0},
         params=("alpha",),
         variants=({"alpha": 0.5},),
@@ -145,6 +158,7 @@ _SPECS = (
         reference=reference.celu,
         jax_nn=jax.nn.celu,
         torch_name="celu",
+        module="CELU",
         default_kwargs={"alpha": 1.0},
         params=("alpha",),
         variants=({"alpha": 2.0},),
@@ -157,6 +171,7 @@ _SPECS = (
         reference=reference.selu,
         jax_nn=jax.nn.selu,
         torch_name="selu",
+        module="SELU",
     ),
     ActivationSpec(
         name="gelu",
@@ -166,6 +181,7 @@ _SPECS = (
         reference=reference.gelu,
         jax_nn=functools.partial(jax.nn.gelu, approximate=False),
         torch_name="gelu",
+        module="GELU",
         default_kwargs={"approximate": False},
         variants=({"approximate": True},),
     ),
@@ -177,6 +193,7 @@ _SPECS = (
         reference=reference.silu,
         jax_nn=jax.nn.silu,
         torch_name="silu",
+        module="SiLU",
     ),
     ActivationSpec(
         name="softplus",
@@ -186,6 +203,7 @@ _SPECS = (
         reference=reference.softplus,
         jax_nn=_jax_nn_softplus,
         torch_name="softplus",
+        module="Softplus",
         default_kwargs={"beta": 1.0, "threshold": 20.0},
         params=("beta",),
         variants=({"beta": 2.0, "threshold": 40.0},),

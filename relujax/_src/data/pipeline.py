@@ -8,28 +8,23 @@ host never touches pixels during training.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec, Sharding
+from jax.sharding import Sharding
 from jax.typing import ArrayLike, DTypeLike
 
 from relujax._src.data.dataset import Dataset
+from relujax._src.data.sharding import put
 
 __all__ = [
     "augment",
-    "batch_sharding",
-    "data_mesh",
     "epoch_indices",
     "get_batch",
     "normalize",
     "put_on_device",
-    "replicated_sharding",
 ]
-
-DATA_AXIS = "data"
 
 
 def _check_int(fn: str, arg: str, value: object, low: int) -> int:
@@ -133,7 +128,7 @@ def augment(key: ArrayLike, images: ArrayLike, *, pad: int = 4, flip: bool = Tru
     padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
     # Crop and flip as ONE gather: output[i, r, c] = padded[i, rows[i, r], cols[i, c]]. (A
     # flip by `where(mirror, out[:, :, ::-1], out)` after a vmapped dynamic_slice made XLA:CPU
-    # recompute the gather per element: 5x slower inside a scan.)
+    # recompute the gather per element, several times slower inside a scan.)
     return padded[jnp.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
@@ -237,7 +232,7 @@ def put_on_device(
     """``(x_train, y_train, x_test, y_test)`` as device arrays (images keep their dtype).
 
     ``sharding`` places every array (e.g. `replicated_sharding(mesh)` to keep a full copy on
-    each device of a multi-device mesh); default: the default device.
+    each device of a multi-device mesh, on every process); default: the default device.
 
     Example:
       >>> from relujax.data import load_dataset
@@ -248,44 +243,4 @@ def put_on_device(
     if not isinstance(ds, Dataset):
         raise TypeError(f"put_on_device: expected a relujax.data.Dataset, got {type(ds).__name__}")
     arrays = (ds.x_train, ds.y_train.astype(np.int32), ds.x_test, ds.y_test.astype(np.int32))
-    return tuple(jax.device_put(a, sharding) for a in arrays)  # type: ignore[return-value]
-
-
-def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A 1-D mesh with axis ``"data"`` over ``devices`` (default: all devices, every host).
-
-    Example:
-      >>> data_mesh().axis_names
-      ('data',)
-    """
-    devices = list(jax.devices() if devices is None else devices)
-    if not devices:
-        raise ValueError("data_mesh: devices is empty; pass at least one jax.Device")
-    return jax.make_mesh(
-        (len(devices),), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,), devices=devices
-    )
-
-
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """Splits a batch's leading axis over the mesh's ``"data"`` axis (batch size must divide).
-
-    Example:
-      >>> batch_sharding(data_mesh()).spec == PartitionSpec("data")
-      True
-    """
-    if DATA_AXIS not in mesh.axis_names:
-        raise ValueError(
-            f"batch_sharding: the mesh needs a {DATA_AXIS!r} axis (see data_mesh), got axes "
-            f"{mesh.axis_names}"
-        )
-    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
-
-
-def replicated_sharding(mesh: Mesh) -> NamedSharding:
-    """A full copy on every device of ``mesh`` (for the dataset and the model parameters).
-
-    Example:
-      >>> replicated_sharding(data_mesh()).spec == PartitionSpec()
-      True
-    """
-    return NamedSharding(mesh, PartitionSpec())
+    return put(arrays, sharding)

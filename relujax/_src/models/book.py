@@ -108,7 +108,7 @@ class _TwoConvNet(nnx.Module):
         param_dtype: Dtype,
         rngs: nnx.Rngs,
     ):
-        make_act = activation_factory(activation, "tanh", where=type(self).__name__)
+        make_act = activation_factory(activation, jnp.tanh, where=type(self).__name__)
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.dtype = dtype
         self.conv1 = conv(3, c1, 3, **kw)

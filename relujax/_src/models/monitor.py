@@ -133,24 +133,21 @@ def activation_factory(
 ) -> Callable[[nnx.Rngs | None], Activation]:
     """Turns a model's ``activation=`` argument into a per-layer factory of :class:`Activation`.
 
-    ``activation`` may be None (the model's ``default``), a name of
-    ``relujax.nn.ACTIVATION_MODULES`` or ``"tanh"``, an NNX module class (one fresh instance
+    ``activation`` may be None (the model's ``default``), a name of ``relujax.ACTIVATIONS``
+    (its module of ``relujax.nn.ACTIVATION_MODULES``), an NNX module class (one fresh instance
     per layer, so ``PReLU`` gets per-layer parameters), an NNX module instance (the SAME
     instance in every layer: shared parameters), or any other callable ``f(x)``.
     """
     if activation is None:
         activation = default
     if isinstance(activation, str):
-        name = activation.lower()
-        if name == "tanh":
-            activation = jnp.tanh
-        elif name in ACTIVATION_MODULES:
-            activation = ACTIVATION_MODULES[name]
-        else:
+        if activation.lower() not in ACTIVATION_MODULES:
             raise ValueError(
                 f"{where}: unknown activation name {activation!r}; expected one of "
-                f"{sorted([*ACTIVATION_MODULES, 'tanh'])}, a callable, or an NNX module class."
+                f"{sorted(ACTIVATION_MODULES)} (relujax.ACTIVATIONS), a callable such as "
+                f"jnp.tanh, or an NNX module class."
             )
+        activation = ACTIVATION_MODULES[activation.lower()]
     if inspect.isclass(activation):
         if not issubclass(activation, nnx.Module):
             raise TypeError(

@@ -12,21 +12,31 @@ Every module also has ``as_function()``: the activation as a pure function of ``
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-import relujax
+from relujax._src import activations as F
 
 _Fn = Callable[[jax.Array], jax.Array]
 
 
 class _Activation(nnx.Module):
-    """Base class: ``__call__(x) = as_function()(x)``."""
+    """Base class: ``__call__(x) = as_function()(x)``.
+
+    A subclass names its function in ``_fn`` and the attributes passed to it as keywords in
+    ``_hyper`` (the attributes are named as the function's keywords); PReLU and RReLU, which
+    read a parameter or draw a key per call, override ``as_function``.
+    """
+
+    _fn: ClassVar[Callable[..., jax.Array]]
+    _hyper: ClassVar[tuple[str, ...]] = ()
 
     def as_function(self) -> _Fn:
-        raise NotImplementedError
+        fn, kwargs = type(self)._fn, {k: getattr(self, k) for k in self._hyper}
+        return lambda x: fn(x, **kwargs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.as_function()(x)
@@ -42,11 +52,11 @@ class ReLU(_Activation):
       Array([0., 2.], dtype=float32)
     """
 
+    _fn = staticmethod(F.relu)
+    _hyper = ("subgradient",)
+
     def __init__(self, *, subgradient: float = 0.0):
         self.subgradient = subgradient
-
-    def as_function(self) -> _Fn:
-        return lambda x: relujax.relu(x, subgradient=self.subgradient)
 
 
 class ReLU6(_Activation):
@@ -59,11 +69,11 @@ class ReLU6(_Activation):
       Array([0., 6.], dtype=float32)
     """
 
+    _fn = staticmethod(F.relu6)
+    _hyper = ("subgradient",)
+
     def __init__(self, *, subgradient: float = 0.0):
         self.subgradient = subgradient
-
-    def as_function(self) -> _Fn:
-        return lambda x: relujax.relu6(x, subgradient=self.subgradient)
 
 
 class LeakyReLU(_Activation):
@@ -76,12 +86,12 @@ class LeakyReLU(_Activation):
       Array([-1.,  2.], dtype=float32)
     """
 
+    _fn = staticmethod(F.leaky_relu)
+    _hyper = ("negative_slope", "subgradient")
+
     def __init__(self, negative_slope: float = 0.01, *, subgradient: float = 0.0):
         self.negative_slope = negative_slope
         self.subgradient = subgradient
-
-    def as_function(self) -> _Fn:
-        return lambda x: relujax.leaky_relu(x, self.negative_slope, subgradient=self.subgradient)
 
 
 class PReLU(_Activation):
@@ -132,8 +142,8 @@ class PReLU(_Activation):
                     f"but the input has shape {x.shape}; use num_parameters=1 or put the "
                     f"{n} channels last (NHWC)."
                 )
-            # relujax.prelu casts alpha to x.dtype and accumulates its gradient in float32 or wider.
-            return relujax.prelu(x, alpha, subgradient=self.subgradient)
+            # prelu casts alpha to x.dtype and accumulates its gradient in float32 or wider.
+            return F.prelu(x, alpha, subgradient=self.subgradient)
 
         return fn
 
@@ -185,7 +195,7 @@ class RReLU(_Activation):
             )
         else:
             key = self.rngs()
-        return lambda x: relujax.rrelu(x, key, self.lower, self.upper, subgradient=self.subgradient)
+        return lambda x: F.rrelu(x, key, self.lower, self.upper, subgradient=self.subgradient)
 
 
 class ELU(_Activation):
@@ -198,11 +208,11 @@ class ELU(_Activation):
       Array([0., 2.], dtype=float32)
     """
 
+    _fn = staticmethod(F.elu)
+    _hyper = ("alpha",)
+
     def __init__(self, alpha: float = 1.0):
         self.alpha = alpha
-
-    def as_function(self) -> _Fn:
-        return lambda x: relujax.elu(x, self.alpha)
 
 
 class CELU(_Activation):
@@ -215,11 +225,11 @@ class CELU(_Activation):
       Array([0., 2.], dtype=float32)
     """
 
+    _fn = staticmethod(F.celu)
+    _hyper = ("alpha",)
+
     def __init__(self, alpha: float = 1.0):
         self.alpha = alpha
-
-    def as_function(self) -> _Fn:
-        return lambda x: relujax.celu(x, self.alpha)
 
 
 class SELU(_Activation):
@@ -232,8 +242,7 @@ class SELU(_Activation):
       Array([0.], dtype=float32)
     """
 
-    def as_function(self) -> _Fn:
-        return relujax.selu
+    _fn = staticmethod(F.selu)
 
 
 class GELU(_Activation):
@@ -246,11 +255,11 @@ class GELU(_Activation):
       Array([0.], dtype=float32)
     """
 
+    _fn = staticmethod(F.gelu)
+    _hyper = ("approximate",)
+
     def __init__(self, approximate: bool = False):
         self.approximate = approximate
-
-    def as_function(self) -> _Fn:
-        return lambda x: relujax.gelu(x, approximate=self.approximate)
 
 
 class SiLU(_Activation):
@@ -263,8 +272,7 @@ class SiLU(_Activation):
       Array([0.], dtype=float32)
     """
 
-    def as_function(self) -> _Fn:
-        return relujax.silu
+    _fn = staticmethod(F.silu)
 
 
 class Softplus(_Activation):
@@ -277,9 +285,9 @@ class Softplus(_Activation):
       Array([30.], dtype=float32)
     """
 
+    _fn = staticmethod(F.softplus)
+    _hyper = ("beta", "threshold")
+
     def __init__(self, beta: float = 1.0, threshold: float = 20.0):
         self.beta = beta
         self.threshold = threshold
-
-    def as_function(self) -> _Fn:
-        return lambda x: relujax.softplus(x, self.beta, self.threshold)

@@ -1,27 +1,24 @@
-"""Name -> activation module class, for command lines and configs."""
+"""Name -> activation module class, read from `relujax.ACTIVATIONS`, for command lines and configs.
+
+Each registry entry names its module class (`ActivationSpec.module`); this table is built from
+those names, so the functions, the modules and the models' ``activation="name"`` share one list.
+"""
 
 from __future__ import annotations
 
 import inspect
+import types
+from collections.abc import Mapping
 from typing import Any
 
 from flax import nnx
 
+from relujax._src.activations.registry import ACTIVATIONS
 from relujax._src.nn import activations as _a
 
-ACTIVATION_MODULES: dict[str, type[nnx.Module]] = {
-    "relu": _a.ReLU,
-    "relu6": _a.ReLU6,
-    "leaky_relu": _a.LeakyReLU,
-    "prelu": _a.PReLU,
-    "rrelu": _a.RReLU,
-    "elu": _a.ELU,
-    "celu": _a.CELU,
-    "selu": _a.SELU,
-    "gelu": _a.GELU,
-    "silu": _a.SiLU,
-    "softplus": _a.Softplus,
-}
+ACTIVATION_MODULES: Mapping[str, type[nnx.Module]] = types.MappingProxyType(
+    {name: getattr(_a, spec.module) for name, spec in ACTIVATIONS.items()}
+)
 
 
 def accepts_rngs(cls: type) -> bool:

@@ -13,6 +13,14 @@ from typing import Any
 import jax
 import numpy as np
 
+from relujax._src.data.sharding import (
+    batch_sharding,
+    data_mesh,
+    put,
+    replicated_sharding,
+    table_sharding,
+    to_host,
+)
 from relujax._src.training import metrics as mio
 from relujax._src.training.checkpoint import Checkpointer
 from relujax._src.training.config import ConfigError, TrainConfig
@@ -27,14 +35,6 @@ from relujax._src.training.setup import (
     data_on_device,
     split_model,
     steps_per_epoch,
-)
-from relujax._src.training.sharding import (
-    batch_sharded,
-    make_mesh,
-    put,
-    replicated,
-    table_sharded,
-    to_host,
 )
 from relujax._src.training.steps import make_steps, zero_metrics
 
@@ -109,13 +109,13 @@ def train(
     if dataset is None:
         dataset = rdata.load_dataset(config.dataset, config.data_dir, **config.dataset_kwargs)
     ds = dataset
-    mesh = make_mesh()
+    mesh = data_mesh()
     check_batching(config, ds, mesh.size)
     model = (model_fn or build_model)(config, ds.num_classes)
     train_gd, eval_gd, params, rest = split_model(model)
     nb = steps_per_epoch(ds.n_train, config.batch_size)
     tx, schedule = make_optimizer(config, model, params, nb)
-    rep = replicated(mesh)
+    rep = replicated_sharding(mesh)
     state = RunState(params, rest, tx.init(params), zero_metrics())
     state = RunState.from_tree(jax.tree.map(lambda x: put(x, rep), state.tree()))
     data = data_on_device(ds, mesh)
@@ -132,7 +132,7 @@ def train(
         seed=config.seed,
         l2=config.l2,
         eval_train_mode=config.eval_train_mode,
-        batch_sharding=batch_sharded(mesh),
+        batch_sharding=batch_sharding(mesh),
     )
     probe_gd = train_gd if config.eval_train_mode else eval_gd
     probe = DeadUnitProbe(probe_gd, rdata.get_batch, data, dtype, rep)
@@ -161,7 +161,7 @@ def train(
 
     eval_bs = config.eval_batch_size or config.batch_size
     idx_eval, mask_eval = rdata.epoch_indices(ds.n_test, eval_bs, seed=0, epoch=0, shuffle=False)
-    idx_eval, mask_eval = put(idx_eval, table_sharded(mesh)), put(mask_eval, table_sharded(mesh))
+    idx_eval, mask_eval = put(idx_eval, table_sharding(mesh)), put(mask_eval, table_sharding(mesh))
     step_ids = [put(np.int32(i), rep) for i in range(max(nb, idx_eval.shape[0]))]
 
     # Compile both steps once, ahead of time: a mismatched call errors instead of recompiling.
@@ -309,7 +309,7 @@ def _epoch_table(rdata: Any, ds: Any, config: TrainConfig, epoch: int, mesh: Any
     idx, mask = rdata.epoch_indices(
         ds.n_train, config.batch_size, seed=config.seed, epoch=epoch, shuffle=config.shuffle
     )
-    sh = table_sharded(mesh)
+    sh = table_sharding(mesh)
     return put(np.asarray(idx, np.int32), sh), put(np.asarray(mask, bool), sh)
 
 

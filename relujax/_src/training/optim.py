@@ -6,21 +6,12 @@ import jax
 import optax
 from flax import nnx
 
+from relujax._src.nn.activations import PReLU, RReLU
 from relujax._src.training.config import TrainConfig
 
 # Modules whose parameters are never decayed under decay_filter="kernels": normalisation
 # scales and offsets, and learned activation slopes (He et al. 2015 decay no PReLU slope).
-_NO_DECAY_MODULES = (nnx.BatchNorm, nnx.LayerNorm, nnx.GroupNorm, nnx.RMSNorm)
-
-
-def _no_decay_types() -> tuple[type, ...]:
-    try:  # the activation modules live in relujax.nn (a lower layer); PReLU slopes are 1-D anyway
-        from relujax import nn as rnn
-
-        extra = tuple(getattr(rnn, n) for n in ("PReLU", "RReLU") if hasattr(rnn, n))
-    except ImportError:
-        extra = ()
-    return _NO_DECAY_MODULES + extra
+_NO_DECAY_MODULES = (nnx.BatchNorm, nnx.LayerNorm, nnx.GroupNorm, nnx.RMSNorm, PReLU, RReLU)
 
 
 def decay_mask(model: nnx.Module, params: nnx.State, *, decay_filter: str = "kernels") -> nnx.State:
@@ -44,12 +35,11 @@ def decay_mask(model: nnx.Module, params: nnx.State, *, decay_filter: str = "ker
         raise ValueError(
             f"decay_mask: decay_filter must be 'kernels' or 'all', got {decay_filter!r}"
         )
-    skip = _no_decay_types()
     # Any normalisation layer (relujax.models has its own PyTorch-semantics BatchNorm) too.
     excluded = [
         path
         for path, node in nnx.iter_graph(model)
-        if isinstance(node, skip)
+        if isinstance(node, _NO_DECAY_MODULES)
         or (isinstance(node, nnx.Module) and "Norm" in type(node).__name__)
     ]
 

@@ -12,8 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from relujax._src.data.pipeline import put_on_device
+from relujax._src.data.sharding import put, replicated_sharding, to_host
 from relujax._src.training.config import ConfigError, TrainConfig
-from relujax._src.training.sharding import put, replicated, to_host
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 PROBE_IMAGES = 512
@@ -94,12 +95,8 @@ class DeviceData:
 
 
 def data_on_device(ds: Any, mesh: jax.sharding.Mesh) -> DeviceData:
-    rep = replicated(mesh)
     return DeviceData(
-        put(np.asarray(ds.x_train), rep),
-        put(np.asarray(ds.y_train, np.int32), rep),
-        put(np.asarray(ds.x_test), rep),
-        put(np.asarray(ds.y_test, np.int32), rep),
+        *put_on_device(ds, replicated_sharding(mesh)),
         jnp.asarray(ds.mean, jnp.float32),
         jnp.asarray(ds.std, jnp.float32),
     )

@@ -66,7 +66,7 @@ def apply_model(model: nnx.Module, x: jax.Array, mask: jax.Array) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True)
 class StepFns:
-    """The two step functions of a run (not yet compiled: see `compile_steps`).
+    """The two jitted step functions of a run (the loop compiles them ahead of time with `.lower`).
 
     train(params, rest, opt_state, metrics, x, y, idx, mask, step, epoch)
         -> (params, rest, opt_state, metrics)
@@ -167,8 +167,8 @@ def make_steps(
             _, _, rest = nnx.split(model, nnx.Param, ...)
         return rest, accumulate(metrics, loss, correct, mask_row)
 
-    # Per-backend XLA options (on CPU: Eigen convolutions, 1.35x faster NetResDeep steps; see
-    # relujax._src.perf.compiler_options and benchmarks/RESULTS.md).
+    # Per-backend XLA options, chosen by the speed policy (relujax._src.perf.compiler_options;
+    # the step times behind the choice are in benchmarks/RESULTS.md).
     opts = perf.compiler_options()
     return StepFns(
         train=jax.jit(train, donate_argnums=(0, 1, 2, 3), compiler_options=opts),
