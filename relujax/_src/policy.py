@@ -56,7 +56,9 @@ __all__ = [
 ]
 
 BACKENDS = ("cpu", "gpu", "tpu")
-_override: contextvars.ContextVar[str | None] = contextvars.ContextVar("relujax_policy", default=None)
+_override: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "relujax_policy", default=None
+)
 
 # YNNPACK keeps the fusions it is best at (reductions, dots); convolutions fall to Eigen.
 _CPU_OPTIONS = {
