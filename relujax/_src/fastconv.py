@@ -45,7 +45,7 @@ ConvDN = lax.ConvDimensionNumbers
 CANONICAL = ConvDN((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))
 _SPLIT = 16  # batch elements per kernel-gradient piece (kernel_grad="split")
 
-conv_p = Primitive("relujax_conv_general_dilated")
+conv_p = Primitive("relujax.conv_general_dilated")
 
 
 def _spec_t(spec):
