@@ -6,8 +6,9 @@ busy-wait after a parallel region; each library's buffers push the other's out o
 Here every sample is a fresh child process that runs only its own framework: it builds the
 model, warms up and times ``--steps`` consecutive steps (as a training loop runs them); parent
 rounds alternate JAX and PyTorch children, and the table reports the medians over all timed
-steps of each. The JAX child runs what ``python -m train`` compiles (``perf.use_fast_conv`` and
-``perf.compiler_options()`` on CPU; plain ``jax.jit`` over ``nnx.split`` state, donated).
+steps of each. The JAX child runs what ``python -m train`` compiles (the model as built by
+default, ``relujax.policy.compiler_options()``; plain ``jax.jit`` over ``nnx.split`` state,
+donated).
 
     python -m benchmarks.step_isolated                      # NetResDeep (100 blocks), batch 64
     python -m benchmarks.step_isolated --models netresdeep,resnet20 --rounds 3
@@ -39,8 +40,7 @@ def _child(framework: str, model: str, batch: int, steps: int) -> dict[str, Any]
 
         from relujax._src import perf
 
-        fast = perf.default_backend() == "cpu"  # as relujax.training's setup does
-        built = ts._build(spec, fast_conv=fast, scan=False, dtype=jnp.float32)
+        built = ts._build(spec, fast_conv=None, scan=False, dtype=jnp.float32)  # as the app
         run, compile_s, _ = ts.jax_split_step(
             built, optax.sgd(1e-3), x, y, compiler_options=perf.compiler_options()
         )

@@ -4,9 +4,13 @@ A full SGD step (forward, cross-entropy, backward, update; BatchNorm in training
 CIFAR-shaped data, float32, for each model and batch size. Candidates, timed in turn in one
 process (medians of alternating rounds; compile time apart):
 
-* ``nnx.jit``: the textbook Flax NNX step (``nnx.jit`` over the model and an ``nnx.Optimizer``);
+* ``nnx.jit``: **a user's plain step**: the textbook Flax NNX step (``nnx.jit`` over the model
+  and an ``nnx.Optimizer``, no compile options) on a model built with default arguments, i.e.
+  with the convolution, stacks and pooling that ``relujax.policy`` picks (on CPU relujax's
+  convolution and native kernels);
 * ``jit``: ``jax.jit`` of a pure function over ``nnx.split`` state (graphdef static), buffers
-  donated, as ``relujax.training`` does (the ``python -m train`` step);
+  donated, as ``relujax.training`` does, with ``lax.conv_general_dilated`` (XLA's stock
+  convolutions and derivatives) in every conv;
 * ``jit+conv(split)``: the same with ``relujax._src.perf.conv_general_dilated`` in every conv,
   kernel gradient summed over 16-image slices (the best step under XLA:CPU's default options,
   which give convolutions to YNNPACK); ``--kernel-grad`` adds ``jit+conv`` (one-convolution
@@ -87,14 +91,19 @@ def _data(batch: int, num_classes: int, seed: int = 0):
 
 
 def _build(
-    spec: dict[str, Any], *, fast_conv: bool | str, scan: bool, dtype, activation=None
+    spec: dict[str, Any], *, fast_conv: bool | str | None, scan: bool | None, dtype, activation=None
 ) -> nnx.Module:
+    """The model of ``spec``; ``fast_conv=None, scan=None``: as built with default arguments."""
     kw = dict(spec)
     name = kw.pop("name")
-    if name.startswith(STACKED):
+    if name.startswith(STACKED) and scan is not None:
         kw["scan_blocks"] = scan
     model = create_model(name, rngs=nnx.Rngs(0), dtype=dtype, activation=activation, **kw)
-    if fast_conv:  # True: perf's defaults; a string: that kernel_grad; a dict: the options
+    if fast_conv is False:  # XLA's stock convolution and derivative
+        for _, module in nnx.iter_modules(model):
+            if isinstance(module, nnx.Conv):
+                module.conv_general_dilated = jax.lax.conv_general_dilated
+    elif fast_conv is not None:  # True: defaults; a string: that kernel_grad; a dict: options
         if isinstance(fast_conv, dict):
             perf.use_fast_conv(model, **fast_conv)
         else:
@@ -239,8 +248,8 @@ def bench_one(name: str, batch: int, args, *, dtype) -> list[dict[str, Any]]:
         keep = set(args.impls.split(","))
         variants = [v for v in variants if v[0] in keep]
     runners, info = {}, {}
-    if args.nnx_jit:
-        model = _build(spec, fast_conv=False, scan=False, dtype=dtype)
+    if not args.impls or "nnx.jit" in args.impls.split(","):  # a user's plain step
+        model = _build(spec, fast_conv=None, scan=None, dtype=dtype)
         runners["nnx.jit"], c, _ = nnx_jit_step(model, tx, x, y)
         info["nnx.jit"] = {"compile_s": c, "memory": None}
     for label, fast, scan, copts in variants:
@@ -357,7 +366,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         default="",
         help="comma list of models to also time with torch.compile (inductor), or 'all'",
     )
-    p.add_argument("--nnx-jit", action="store_true", help="also time the nnx.jit step")
+    p.add_argument("--nnx-jit", action="store_true", help="(default now; kept for old commands)")
     p.add_argument(
         "--impls",
         default=None,

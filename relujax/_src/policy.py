@@ -83,6 +83,15 @@ class Policy:
         """The choices as a JSON-serialisable dict (as ``summary.json`` records them)."""
         return dataclasses.asdict(self)
 
+    def __str__(self) -> str:
+        native = f"native {self.native_isa}" if self.native else f"XLA ({self.native_reason})"
+        options = ", ".join(f"{k}={v}" for k, v in (self.compiler_options or {}).items())
+        return (
+            f"{self.backend}: conv={self.conv}, convolutions {native}, "
+            f"{'scanned' if self.scan_blocks else 'unrolled'} stacks, "
+            f"{'fast' if self.fast_pool else 'stock'} pool, compile options: {options or 'none'}"
+        )
+
 
 def default_backend() -> str:
     """The backend the policy applies to: an :func:`override`, else JAX's default platform.
