@@ -169,3 +169,21 @@ def test_training_run_prints_and_records_the_policy(tmp_path):
     ]
     assert summary["policy"] == policy.describe()
     assert json.loads((tmp_path / "summary.json").read_text())["policy"] == policy.describe()
+
+
+def test_docstring_examples_run():
+    import doctest
+    import importlib
+
+    finder, runner = doctest.DocTestFinder(), doctest.DocTestRunner(verbose=False)
+    previous = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", False)
+    try:
+        for name in ("relujax.policy", "relujax._src.policy", "relujax._src.perf"):
+            module = importlib.import_module(name)
+            for test in finder.find(module, module.__name__):
+                runner.run(test)
+    finally:
+        jax.config.update("jax_enable_x64", previous)
+    result = runner.summarize(verbose=False)
+    assert result.attempted >= 10 and result.failed == 0
