@@ -182,9 +182,9 @@ def test_policy_without_native_keeps_xla(monkeypatch):
     assert _rel(jax.jit(f)(x, kern), _lax(x, kern, pads)) < 1e-5
 
 
-def _probe(env: dict[str, str]) -> str:
+def _probe(env: dict[str, str], *, stderr: bool = False) -> str:
     code = (
-        "import warnings; warnings.simplefilter('ignore'); from relujax._src import native; "
+        "from relujax._src import native; native.available(); "
         "print(native.available(), native.build_error(), native.lanes(), native.default_isa())"
     )
     out = subprocess.run(
@@ -195,11 +195,13 @@ def _probe(env: dict[str, str]) -> str:
         timeout=600,
         check=True,
     )
-    return out.stdout.strip()
+    return out.stderr if stderr else out.stdout.strip()
 
 
 def test_disabled_by_environment():
-    assert _probe({"RELUJAX_NATIVE": "0"}).startswith("False disabled by RELUJAX_NATIVE=0")
+    env = {"RELUJAX_NATIVE": "0"}
+    assert _probe(env).startswith("False disabled by RELUJAX_NATIVE=0")
+    assert "unavailable" not in _probe(env, stderr=True)  # the user's choice: no notice
 
 
 @needs_native
@@ -220,6 +222,8 @@ def test_missing_compiler_falls_back(tmp_path):
     # No compiler and an empty cache: XLA's convolutions, with the reason.
     env = {"RELUJAX_CACHE": str(tmp_path), "CXX": "", "PATH": str(tmp_path)}
     assert _probe(env).startswith("False no C++ compiler found")
+    # one notice, however often it is asked
+    assert _probe(env, stderr=True).count("native CPU convolutions unavailable") == 1
 
 
 @needs_native

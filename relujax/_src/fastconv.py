@@ -218,7 +218,14 @@ def _cpu_impl(lhs, rhs, *, window_strides, padding, lhs_dilation, rhs_dilation,
 
 
 def _impl(lhs, rhs, **params):
-    return jax.jit(lambda a, b: conv_p.bind(a, b, **params))(lhs, rhs)
+    # Eager binding runs the compiled primitive (one cached jit per parameter set).
+    return _eager(tuple(sorted(params.items())))(lhs, rhs)
+
+
+@functools.cache
+def _eager(items):
+    params = dict(items)
+    return jax.jit(lambda a, b: conv_p.bind(a, b, **params))
 
 
 def _vjp_lhs_padding(in_shape, window, strides, out_shape, padding, lhs_dil, rhs_dil):

@@ -34,13 +34,13 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import logging
 import os
 import pathlib
 import platform
 import shutil
 import subprocess
 import tempfile
-import warnings
 from collections.abc import Sequence
 
 import jax
@@ -186,12 +186,13 @@ def _why_not(isa: str | None) -> str | None:
 
 
 def _notice(reason: str) -> None:
-    # One notice per process, and none when the user switched the kernels off.
+    # One notice per process (a log record, so that test suites that turn warnings into errors
+    # still run on machines without a compiler), none when the user switched the kernels off.
     global _warned
     if not _warned and not reason.startswith("disabled by"):
         _warned = True
-        warnings.warn(
-            f"relujax: native CPU convolutions unavailable, using XLA's ({reason})", stacklevel=4
+        logging.getLogger("relujax").warning(
+            "relujax: native CPU convolutions unavailable, using XLA's (%s)", reason
         )
 
 
