@@ -111,6 +111,7 @@ def test_bad_isa_in_environment(monkeypatch):
 
 
 def test_not_x86(monkeypatch):
+    monkeypatch.delenv("RELUJAX_NATIVE", raising=False)
     monkeypatch.setattr(native.platform, "machine", lambda: "aarch64")
     assert native.isas() == ()
     assert "not an x86-64 CPU" in native._why_not("sse")
