@@ -122,9 +122,13 @@ def test_scanned_model_forward_mode_hvp_and_vmap():
             return jnp.sum(f(p, x) ** 2)
 
         g = jax.grad(loss)(params)
+        hg = jax.jvp(jax.grad(loss), (params,), (g,))[1]
+        # g . H g: the parameter trees differ (stacked vs per block), this scalar does not
+        pairs = zip(jax.tree.leaves(g), jax.tree.leaves(hg), strict=True)
+        ghg = sum(jnp.vdot(a, b) for a, b in pairs)
         return {
             "jvp": jax.jvp(lambda x: f(params, x), (x,), (tx,)),
-            "hvp": jax.jvp(jax.grad(loss), (params,), (g,))[1],
+            "gHg": ghg,
             "vmap": jax.vmap(lambda xi: f(params, xi[None]))(x),
         }
 
