@@ -175,15 +175,10 @@ def isolated(models, batches, impls, args) -> list[dict[str, Any]]:
 
 
 def _policy() -> dict[str, Any]:
-    """What the speed policy chose in this process (native convolutions, compile options)."""
-    try:
-        from relujax import policy
+    """What the speed policy chose in this process (convolutions, compile options, allocator)."""
+    from relujax import policy
 
-        return policy.describe()
-    except ImportError:
-        from relujax._src import perf
-
-        return {"native": perf.native_enabled(), "compiler_options": perf.compiler_options()}
+    return policy.describe()
 
 
 def _comma(kind):

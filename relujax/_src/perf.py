@@ -1,49 +1,25 @@
-"""Backend-specific speed choices for relujax models and training steps.
-
-What is here and why (measured by ``benchmarks/``, figures in ``benchmarks/RESULTS.md``):
+"""relujax's fast pieces for models and training steps; :mod:`relujax.policy` decides where.
 
 * :func:`conv_general_dilated`: a drop-in for ``jax.lax.conv_general_dilated`` (pass it as the
   ``conv_general_dilated=`` argument of ``flax.nnx.Conv``, or apply :func:`use_fast_conv` to a
-  built model) whose backward pass is written out in canonical NHWC/HWIO form: the input
-  gradient is a forward convolution of the cotangent with the flipped kernel, the kernel
-  gradient a forward convolution of the input and the cotangent with batch and feature roles
-  swapped (optionally, ``kernel_grad="split"``, a sum of such convolutions over 16-image slices
-  of the batch, which XLA:CPU's YNNPACK runs 1.5x faster than one convolution contracting 64
-  images; with :func:`compiler_options`' Eigen convolutions one convolution is best). Forward
-  and input gradient are bit-identical to ``lax``'s, the kernel gradient equal to float
-  rounding. Why: the automatic transpose rule emits
-  convolutions with unusual dimension labels (``b01f_01oi``, ``f01b_i01o->01bf``); outside a
-  loop XLA:CPU's layout pass inserts transposes and YNNPACK runs them, but inside a
-  ``scan``/``while`` body it cannot, and XLA falls back to its naive convolution loop: a scanned
-  NetResDeep step was 60-100x slower than the unrolled one (jaxlib 0.10.2). With this rule the
-  scanned stack runs at roughly the unrolled speed and compiles in constant time in depth.
-* Native kernels (``relujax._src.native``): on CPU, in a single-device process, each
-  stride-1 float32 piece of :func:`conv_general_dilated` (forward, input gradient, kernel
-  gradient) whose output channels are a multiple of the vector width runs as an XLA FFI call
-  into relujax's register-blocked direct convolutions, compiled on first use for the machine.
-  They need no transposed copies of the input or cotangent (XLA's kernel gradient needs
-  both). On a 2-core Zen 1 VM (``python -m benchmarks.conv_pieces``): a ResBlock's kernel
-  gradient 4.63 vs 7.19 ms, forward 4.80 vs 5.14 ms; NetResDeep's step 0-10% faster in six
-  side-by-side comparisons, NetDepth's 1.24x (``benchmarks/RESULTS.md``, session 4).
-  ``native=False`` or ``RELUJAX_NATIVE=0`` keeps XLA's convolutions.
-* :func:`compiler_options`: per-backend XLA compile options for training steps. On XLA:CPU,
-  convolutions go to Eigen instead of YNNPACK (reductions and dots stay with YNNPACK): on an
-  idle 2-core Zen 5 VM the three convolution pieces of a ResBlock ran 1.7-2.3x faster under
-  Eigen, and NetResDeep's training step 1.32x faster (``benchmarks/RESULTS.md``).
+  built model). 2-D convolutions without groups bind relujax's convolution primitive
+  (``relujax._src.fastconv``): same values as ``lax``, derivatives of every order and ``vmap``,
+  and on CPU a lowering of its own: canonical NHWC/HWIO convolutions everywhere (XLA:CPU runs
+  the unusually labelled convolutions of ``lax``'s derivative inside a ``scan`` with a naive
+  loop) and, where the policy allows, relujax's native kernels (``relujax._src.native``).
+  On GPU/TPU it lowers to ``lax.conv_general_dilated`` itself.
 * :func:`max_pool`: non-overlapping max pooling (window = stride, no padding: the book's
   ``F.max_pool2d(x, 2)``) as a reshape and a max, with an explicit derivative that sends each
-  window's cotangent to its first maximum, as ``lax.reduce_window``'s does (bit-identical
-  results, forward and reverse mode; NaN windows as in PyTorch). XLA:CPU expands the stock
-  derivative (``select_and_scatter``) into index iotas, a variadic reduce-window and a
-  scatter: NetResDeep's first pool, forward+backward, is 6-10x faster this way
-  (``python -m benchmarks.conv_pieces``).
-* :func:`scan_blocks_by_default`: unrolled or scanned stacks, per backend.
+  window's cotangent to its first maximum, as ``lax.reduce_window``'s does. XLA:CPU expands the
+  stock derivative (``select_and_scatter``) into index iotas, a variadic reduce-window and a
+  scatter, which is slower (``python -m benchmarks.conv_pieces``).
+* ``compiler_options``, ``default_backend``, ``native_enabled``, ``scan_blocks_by_default``:
+  the policy's answers under their former names (:mod:`relujax._src.policy`).
 """
 
 from __future__ import annotations
 
 import functools
-import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -51,7 +27,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from relujax._src import fastconv as _fastconv
 from relujax._src import native as _native
+from relujax._src import policy as _policy
 
 __all__ = [
     "compiler_options",
@@ -63,77 +41,17 @@ __all__ = [
     "use_fast_conv",
 ]
 
+compiler_options = _policy.compiler_options
+default_backend = _policy.default_backend
+native_enabled = _policy.native_convs
+scan_blocks_by_default = _policy.scan_blocks
+
 _NHWC = (0, 3, 1, 2)  # ConvDimensionNumbers spec of NHWC lhs/out: (batch, feature, spatial...)
 _HWIO = (3, 2, 0, 1)  # ... of an HWIO kernel: (out feature, in feature, spatial...)
 
 
-def default_backend() -> str:
-    """The platform of JAX's default backend: ``"cpu"``, ``"gpu"`` or ``"tpu"``."""
-    platform = jax.default_backend()
-    return "gpu" if platform in ("cuda", "rocm") else platform
-
-
-def scan_blocks_by_default(backend: str | None = None) -> bool:
-    """Whether a deep stack of identical blocks should be scanned (``True``) or unrolled.
-
-    On CPU, unrolled. Scanning a stack of convolutions on CPU needs :func:`conv_general_dilated`
-    in the blocks (without it the backward is 60-100x slower); with it, per step, NetResDeep's
-    unrolled step was 1.15-1.5x faster than its scanned one, while the CIFAR ResNets' scanned
-    steps were 1.2-1.85x faster than unrolled (benchmarks/RESULTS.md, a loaded 2-core VM).
-    A scanned stack compiles in constant time in depth (2-10 s vs 10-100 s unrolled at 100-200
-    blocks), which decides for tests, benchmarks and short runs. Elsewhere (GPU/TPU), scan.
-
-    Example:
-        >>> scan_blocks_by_default("cpu"), scan_blocks_by_default("gpu")
-        (False, True)
-    """
-    backend = default_backend() if backend is None else backend
-    return backend != "cpu"
-
-
-# YNNPACK keeps the fusions it is best at (reductions, dots); convolutions fall to Eigen.
-_CPU_OPTIONS = {
-    "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE,LIBRARY_FUSION_TYPE_DOT"
-}
-
-
-@functools.cache
-def _cpu_options_accepted() -> bool:
-    # The flag is experimental: an XLA that no longer knows it (or its values) rejects the
-    # compile; then the defaults are used rather than failing every training step.
-    try:
-        jax.jit(lambda v: v + 1).lower(jnp.zeros(2)).compile(compiler_options=_CPU_OPTIONS)
-    except Exception:  # noqa: BLE001 - any rejection means "not supported here"
-        return False
-    return True
-
-
-def compiler_options(backend: str | None = None) -> dict[str, str] | None:
-    """XLA compile options for training steps on ``backend`` (default: JAX's), or ``None``.
-
-    Pass them to ``jax.jit(..., compiler_options=compiler_options())``; ``relujax.training``
-    does. On CPU they make XLA run convolutions with Eigen rather than YNNPACK (reductions and
-    dots stay with YNNPACK). Measured side by side on an idle 2-core AMD EPYC (Zen 5) VM, jaxlib
-    0.10.2 (``benchmarks/RESULTS.md``): each piece of a ResBlock's convolution (forward, input
-    and kernel gradient) 1.7-2.3x faster (``python -m benchmarks.conv_pieces``); NetResDeep's
-    training step (100 blocks, batch 64) 677 ms vs 897 ms for the best step under the default
-    options (``python -m benchmarks.train_step --kernel-grad``).
-    ``None`` on other backends, and on a CPU whose XLA rejects the (experimental) option.
-
-    Example:
-        >>> compiler_options("gpu") is None
-        True
-    """
-    backend = default_backend() if backend is None else backend
-    if backend != "cpu" or not _cpu_options_accepted():
-        return None
-    return dict(_CPU_OPTIONS)
-
-
 def _canonical_dims(dimension_numbers: Any, ndim: int) -> bool:
-    if ndim != 4:
-        return False
-    if dimension_numbers is None:
+    if ndim != 4 or dimension_numbers is None:
         return False
     if isinstance(dimension_numbers, lax.ConvDimensionNumbers):
         return (
@@ -144,9 +62,10 @@ def _canonical_dims(dimension_numbers: Any, ndim: int) -> bool:
     return tuple(dimension_numbers) == ("NHWC", "HWIO", "NHWC")
 
 
-def _explicit_padding(padding: Any, x_shape, w_shape, strides) -> list[tuple[int, int]] | None:
+def _explicit_padding(padding: Any, x_shape, w_shape, strides, rhs_dilation):
     if isinstance(padding, str):
-        return [tuple(p) for p in lax.padtype_to_pads(x_shape[1:3], w_shape[:2], strides, padding)]
+        window = [(k - 1) * d + 1 for k, d in zip(w_shape[:2], rhs_dilation, strict=True)]
+        return [tuple(p) for p in lax.padtype_to_pads(x_shape[1:3], window, strides, padding)]
     try:
         pads = [(int(lo), int(hi)) for lo, hi in padding]
     except (TypeError, ValueError):
@@ -171,29 +90,26 @@ def conv_general_dilated(
     native: bool | None = None,
     **kwargs: Any,
 ) -> jax.Array:
-    """``lax.conv_general_dilated`` with a backward pass that XLA:CPU runs fast inside loops.
+    """``lax.conv_general_dilated`` as relujax's convolution primitive, fast on CPU.
 
-    Same signature and result as :func:`jax.lax.conv_general_dilated`. The fast path covers
-    the convolutions of CNNs: 2-D, NHWC input, HWIO kernel, any strides and padding, no
-    dilation, no feature groups; anything else is passed to ``lax.conv_general_dilated``
-    unchanged. Use it as ``nnx.Conv(..., conv_general_dilated=conv_general_dilated)``.
+    Same signature and result as :func:`jax.lax.conv_general_dilated`. The primitive covers
+    the convolutions of CNNs: 2-D, NHWC input, HWIO kernel, any strides, padding and
+    dilations, no feature or batch groups, operands of one dtype; anything else is passed to
+    ``lax.conv_general_dilated`` unchanged. ``jvp``, ``grad``, ``jacfwd``, Hessian-vector
+    products and ``vmap`` work through it on every backend. Use it as
+    ``nnx.Conv(..., conv_general_dilated=conv_general_dilated)``; relujax's models do on CPU.
 
-    ``kernel_grad`` picks how the kernel gradient is computed: ``"conv"``, one convolution of
-    the input with the cotangent (batch and feature roles swapped, the batch contracted);
-    ``"split"``, the sum of such convolutions over 16-image slices of the batch (the same
-    products summed in another order: equal to ``lax`` within float rounding), which XLA:CPU's
-    YNNPACK runs 1.5x faster than one convolution contracting 64 images (used when the batch and
-    the output channels exceed 16, else one convolution); ``None`` (default): ``"conv"``. Use
-    ``"split"`` only for steps compiled with XLA:CPU's default options (YNNPACK convolutions);
-    with :func:`compiler_options` (Eigen convolutions), as ``relujax.training`` compiles them,
-    one convolution is faster (NetResDeep step 677 vs 732 ms).
+    ``kernel_grad`` (CPU, XLA's convolutions): ``"conv"`` (default) computes the kernel
+    gradient as one convolution of the input with the cotangent; ``"split"`` as the sum of such
+    convolutions over 16-image slices of the batch (the same products summed in another order),
+    which XLA:CPU's default YNNPACK convolutions run faster; under
+    :func:`relujax.policy.compiler_options` (Eigen convolutions) one convolution is faster.
 
-    ``native`` (stride-1 float32 convolutions on CPU): ``None`` (default) runs each piece that
-    ``relujax._src.native`` supports (forward, input gradient, kernel gradient) with its
-    register-blocked kernels, the rest with XLA; ``False`` always XLA; ``True`` as ``None`` but
-    raises when the native library is unavailable. Equal to ``lax`` within float rounding;
-    deterministic. Used only in single-device processes (XLA's SPMD partitioner cannot split
-    a custom call).
+    ``native`` (stride-1 float32 convolutions on CPU): ``None`` (default) runs each piece
+    (forward, input gradient, kernel gradient) that relujax's native kernels support with them
+    when :func:`relujax.policy.native_convs` allows, the rest with XLA; ``False`` always XLA;
+    ``True`` as ``None`` but raises when the native kernels are unavailable. Equal to ``lax``
+    within float rounding; deterministic.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -203,19 +119,6 @@ def conv_general_dilated(
         >>> y.shape, float(y[0, 4, 4, 0])
         ((2, 8, 8, 4), 27.0)
     """
-    strides = tuple(int(s) for s in window_strides)
-    pads = _explicit_padding(padding, lhs.shape, rhs.shape, strides) if lhs.ndim == 4 else None
-    fast = (
-        _canonical_dims(dimension_numbers, lhs.ndim)
-        and pads is not None
-        and all(d == 1 for d in (lhs_dilation or (1, 1)))
-        and all(d == 1 for d in (rhs_dilation or (1, 1)))
-        and feature_group_count == 1
-        and batch_group_count == 1
-        and preferred_element_type is None
-        and kwargs.get("out_sharding") is None
-        and lhs.dtype == rhs.dtype
-    )
     if kernel_grad not in (None, "conv", "split"):
         raise ValueError(
             "conv_general_dilated: kernel_grad must be None, 'conv' or 'split', "
@@ -228,8 +131,22 @@ def conv_general_dilated(
     if native and not _native.available():
         raise ValueError(
             "conv_general_dilated: native=True but the native kernels are unavailable: "
-            f"{_native.build_error() or 'not on the CPU backend'}"
+            f"{_native.build_error() or 'unknown reason'}"
         )
+    strides = tuple(int(s) for s in window_strides)
+    ld = tuple(lhs_dilation or (1, 1))
+    rd = tuple(rhs_dilation or (1, 1))
+    canonical = _canonical_dims(dimension_numbers, lhs.ndim) and rhs.ndim == 4
+    pads = _explicit_padding(padding, lhs.shape, rhs.shape, strides, rd) if canonical else None
+    fast = (
+        pads is not None
+        and feature_group_count == 1
+        and batch_group_count == 1
+        and preferred_element_type is None
+        and kwargs.get("out_sharding") is None
+        and lhs.dtype == rhs.dtype
+        and lhs.shape[3] == rhs.shape[2]
+    )
     if not fast:
         return lax.conv_general_dilated(
             lhs,
@@ -245,98 +162,17 @@ def conv_general_dilated(
             preferred_element_type=preferred_element_type,
             **kwargs,
         )
-    if kernel_grad is None:
-        kernel_grad = "conv"
-    use_native = native is not False and strides == (1, 1) and native_enabled()
-    return _conv_nhwc_p(lhs, rhs, strides, tuple(pads), precision, kernel_grad, use_native)
-
-
-def native_enabled() -> bool:
-    """Whether :func:`conv_general_dilated` runs relujax's native kernels in this process.
-
-    The native library is available (CPU backend, built and loaded) and there is one device:
-    in a sharded step XLA would gather a custom call's operands onto every device.
-    """
-    return jax.device_count() == 1 and _native.available()
-
-
-def _plain_conv(x, w, strides, pads, precision, **kw):
-    return lax.conv_general_dilated(
-        x, w, strides, pads, dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=precision, **kw
+    return _fastconv.conv(
+        lhs,
+        rhs,
+        window_strides=strides,
+        padding=pads,
+        lhs_dilation=ld,
+        rhs_dilation=rd,
+        precision=precision,
+        kernel_grad=kernel_grad or "conv",
+        native=native is not False,
     )
-
-
-def _forward(x, w, strides, pads, precision, kernel_grad="conv", use_native=False):
-    del kernel_grad
-    if use_native and _native.supports(x.shape, w.shape, pads, x.dtype):
-        return _native.conv(x, w, pads)
-    return _plain_conv(x, w, strides, pads, precision)
-
-
-def _fwd(x, w, strides, pads, precision, kernel_grad, use_native):
-    return _forward(x, w, strides, pads, precision, use_native=use_native), (x, w)
-
-
-_SPLIT = 16  # batch elements per kernel-gradient piece (kernel_grad="split")
-
-
-def _kernel_grad(x, g, strides, pads, precision, kernel_grad):
-    # A forward convolution with batch and feature roles swapped (the input as (Ci, H, W, N),
-    # the cotangent as an (Ho, Wo, N, Co) kernel dilated by the stride), which is what XLA does
-    # outside loops, but here with canonical dimension labels everywhere. "split" sums the
-    # convolutions of 16-image slices of the batch, laid out by one transpose each for x and g.
-    def conv(lhs, rhs):
-        return lax.conv_general_dilated(
-            lhs,
-            rhs,
-            (1, 1),
-            pads,
-            rhs_dilation=strides,
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            precision=precision,
-        )
-
-    n, co = x.shape[0], g.shape[-1]
-    # With <= 16 output channels the pieces would leave YNNPACK for Eigen, which is slower here
-    # (resnet20's 16-channel stage: 6.2 vs 4.5 ms); keep one convolution then.
-    if kernel_grad == "conv" or n <= _SPLIT or co <= _SPLIT:
-        return conv(x.transpose(3, 1, 2, 0), g.transpose(1, 2, 0, 3))
-    pieces = -(-n // _SPLIT)
-    if pieces * _SPLIT != n:  # zero images add nothing to the kernel gradient
-        extra = ((0, pieces * _SPLIT - n), (0, 0), (0, 0), (0, 0))
-        x, g = jnp.pad(x, extra), jnp.pad(g, extra)
-    lhs = x.reshape(pieces, _SPLIT, *x.shape[1:]).transpose(0, 4, 2, 3, 1)  # (P, Ci, H, W, 16)
-    rhs = g.reshape(pieces, _SPLIT, *g.shape[1:]).transpose(0, 2, 3, 1, 4)  # (P, Ho, Wo, 16, Co)
-    return functools.reduce(operator.add, [conv(lhs[i], rhs[i]) for i in range(pieces)])
-
-
-def _bwd(strides, pads, precision, kernel_grad, use_native, res, g):
-    x, w = res
-    kh, kw = w.shape[0], w.shape[1]
-    out_hw = g.shape[1:3]
-    # Input gradient: the cotangent, dilated by the stride, convolved with the kernel flipped in
-    # space and with in/out swapped; written as a forward NHWC/HWIO convolution.
-    w_t = jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2)
-    dx_pads = []
-    for n, k, s, o, (lo, _) in zip(x.shape[1:3], (kh, kw), strides, out_hw, pads, strict=True):
-        before = k - 1 - lo
-        after = n - 1 - (o - 1) * s + lo
-        dx_pads.append((before, after))
-    if use_native and _native.supports(g.shape, w_t.shape, dx_pads, g.dtype):
-        dx = _native.conv(g, w_t, dx_pads)
-    else:
-        dx = _plain_conv(g, w_t, (1, 1), dx_pads, precision, lhs_dilation=strides)
-    if use_native and _native.supports(x.shape, w.shape, pads, x.dtype):
-        dw = _native.conv_kernel_grad(x, g, (kh, kw), pads)
-    else:
-        dw = _kernel_grad(x, g, strides, pads, precision, kernel_grad)
-        dw = dw[:, :kh, :kw, :].transpose(1, 2, 0, 3)
-    dw = dw.astype(w.dtype)
-    return dx.astype(x.dtype), dw
-
-
-_conv_nhwc_p = jax.custom_vjp(_forward, nondiff_argnums=(2, 3, 4, 5, 6))
-_conv_nhwc_p.defvjp(_fwd, _bwd)
 
 
 def use_fast_conv(model: Any, *, kernel_grad: str | None = None, native: bool | None = None) -> Any:

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from relujax._src import perf
+from relujax._src import perf, policy
 
 Dtype = jnp.dtype | type | None
 
@@ -48,7 +48,12 @@ def conv(
     param_dtype: Dtype = jnp.float32,
     rngs: nnx.Rngs,
 ) -> nnx.Conv:
-    """A square ``nnx.Conv`` (HWIO kernel) with PyTorch's padding and default initialisation."""
+    """A square ``nnx.Conv`` (HWIO kernel) with PyTorch's padding and default initialisation.
+
+    Its convolution is the one :func:`relujax.policy.fast_conv` picks: on CPU relujax's
+    (``relujax._src.perf.conv_general_dilated``: native kernels, every AD mode), elsewhere
+    ``lax.conv_general_dilated``.
+    """
     pad = kernel_size // 2 if padding is None else padding
     fan_in = in_channels * kernel_size * kernel_size
     return nnx.Conv(
@@ -62,6 +67,9 @@ def conv(
         bias_init=torch_default_init(fan_in),
         dtype=dtype,
         param_dtype=param_dtype,
+        conv_general_dilated=(
+            perf.conv_general_dilated if policy.fast_conv() else jax.lax.conv_general_dilated
+        ),
         rngs=rngs,
     )
 
@@ -90,11 +98,12 @@ def linear(
 def max_pool(x: jax.Array, size: int = 2, stride: int | None = None, padding: int = 0):
     """``F.max_pool2d`` on NHWC (floor mode; padding with -inf).
 
-    On CPU, non-overlapping windows without padding (the book's ``max_pool2d(x, 2)``) use
-    ``perf.max_pool``: same values and derivatives, a faster backward on XLA:CPU.
+    Non-overlapping windows without padding (the book's ``max_pool2d(x, 2)``) use
+    ``perf.max_pool`` where :func:`relujax.policy.fast_pool` says so (CPU): same values and
+    derivatives, a faster backward on XLA:CPU.
     """
     s = size if stride is None else stride
-    if s == size and padding == 0 and jax.default_backend() == "cpu":
+    if s == size and padding == 0 and policy.fast_pool():
         return perf.max_pool(x, size)
     return nnx.max_pool(
         x, (size, size), strides=(s, s), padding=((padding, padding), (padding, padding))

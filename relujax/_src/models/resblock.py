@@ -64,10 +64,10 @@ class NetResDeep(nnx.Module):
     gives independent blocks (994,530 parameters at 100 blocks).
 
     ``scan_blocks`` chooses how the stack is built: ``False`` unrolls it, ``True`` scans over
-    stacked parameters (compile time independent of depth; on CPU with the canonical-backward
-    conv of ``relujax._src.perf``, without which a conv backward inside ``scan`` is ~80x slower),
-    ``None`` picks per ``jax.default_backend()``: unrolled on CPU, where it trains faster per
-    step (measured), scanned elsewhere. Both give the same parameters from the same ``rngs``.
+    stacked parameters (compile time independent of depth), ``None`` asks
+    :func:`relujax.policy.scan_blocks`: unrolled on CPU, where it trains faster per step,
+    scanned elsewhere. Either way ``jvp``, ``grad`` and ``vmap`` work through the model. Both
+    give the same parameters from the same ``rngs``.
 
     ``model(x, mask=m)``: every block's BatchNorm takes its training-mode statistics from the rows
     where the bool ``(N,)`` mask ``m`` is True only (a padded last batch); see ``BatchNorm``.

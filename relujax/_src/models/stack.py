@@ -5,9 +5,9 @@ constant time (~5 s for NetResDeep at 10, 100 or 200 blocks on XLA:CPU), an unro
 linear in depth (~0.4 s per block) but, on XLA:CPU, runs each step faster even with the
 canonical-backward conv that scanned stacks use there (stock conv backward inside a loop is ~80x
 slower). For training runs of more than a few dozen steps unrolled wins on CPU, so it is the CPU
-default; on GPU/TPU the scan is the default. ``scan=None`` picks per
-``jax.default_backend()``; both give the same parameters from the same ``rngs`` (scanned blocks
-are built one by one, then stacked), so results agree to round-off.
+default; on GPU/TPU the scan is the default. ``scan=None`` asks
+:func:`relujax.policy.scan_blocks`; both give the same parameters from the same ``rngs``
+(scanned blocks are built one by one, then stacked), so results agree to round-off.
 """
 
 from __future__ import annotations
@@ -18,22 +18,17 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from relujax._src import policy
 from relujax._src.models.monitor import Activation
 
 
-def default_scan() -> bool:
-    """Whether deep stacks are scanned by default on this backend (not on CPU)."""
-    return jax.default_backend() != "cpu"
+def _fast_conv(block: nnx.Module) -> None:
+    """Scanned convs: relujax's convolution where the policy picks it (see ``_src/perf.py``).
 
-
-def _fast_conv_on_cpu(block: nnx.Module) -> None:
-    """Scanned convs on XLA:CPU: use relujax's canonical-backward conv (see ``_src/perf.py``).
-
-    Without it the conv backward inside the scan is ~80x slower than unrolled (measured: 24 s
-    vs 0.3 s per SGD step of NetResDeep with 10 blocks, batch 64); with it 0.6 s. Elsewhere
-    the stock convolution (cuDNN on GPU) is kept.
+    The models' own convs already use it; this covers blocks whose ``nnx.Conv`` layers were
+    built elsewhere. Without it the conv backward inside a scan on XLA:CPU is ~80x slower.
     """
-    if jax.default_backend() == "cpu":
+    if policy.fast_conv():
         from relujax._src import perf
 
         perf.use_fast_conv(block)
@@ -63,7 +58,7 @@ class BlockStack(nnx.Module):
         n: int | None = None,
         torch_offset: int = 0,
     ):
-        scan = default_scan() if scan is None else bool(scan)
+        scan = policy.scan_blocks() if scan is None else bool(scan)
         self.scan = scan
         self.shared = shared
         self.torch_offset = torch_offset
@@ -76,7 +71,7 @@ class BlockStack(nnx.Module):
             self.n = n
             self.block = blocks[0]
             if scan:
-                _fast_conv_on_cpu(self.block)
+                _fast_conv(self.block)
             return
         if len(blocks) < 1:
             raise ValueError("BlockStack: expected at least one block, got none.")
@@ -88,7 +83,7 @@ class BlockStack(nnx.Module):
         states = [nnx.state(b) for b in blocks]
         stacked_state = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
         self.stacked = nnx.merge(graphdef, stacked_state)
-        _fast_conv_on_cpu(self.stacked)
+        _fast_conv(self.stacked)
         for _, module in nnx.iter_modules(self.stacked):
             if isinstance(module, Activation):
                 module.stack_shape = (self.n,)

@@ -1,19 +1,24 @@
 """Native CPU convolution kernels for XLA, built from ``conv.cc`` on first use.
 
 XLA:CPU (jaxlib 0.10.2) runs convolutions with Eigen or YNNPACK; for a ResBlock's kernel
-gradient both need a transposed copy of the input and the cotangent first, and neither
-reaches what the same machine does in PyTorch's oneDNN. ``conv.cc`` holds register-blocked
-direct convolutions (forward, which also serves the input gradient, and kernel gradient) for
-stride-1 NHWC/HWIO float32, called through XLA's FFI and sharing XLA's intra-op thread pool.
+gradient both need a transposed copy of the input and the cotangent first. ``conv.cc`` holds
+register-blocked direct convolutions (forward, which also serves the input gradient, and kernel
+gradient) for stride-1 NHWC/HWIO float32, called through XLA's FFI and sharing XLA's intra-op
+thread pool. Whether they are used is decided by :mod:`relujax.policy`, not here.
 
-The library is compiled once per machine with the system C++ compiler (``$CXX``, else ``g++``
-or ``c++``) and ``-march=native`` into ``$RELUJAX_CACHE`` (default ``~/.cache/relujax``)
-``/native/``, keyed by the source, the compiler, jaxlib and the CPU; a later process loads it
-in milliseconds. Without a compiler, on a build error, off CPU, or with ``RELUJAX_NATIVE=0``
-in the environment, :func:`available` is ``False`` and callers keep XLA's convolutions
-(``relujax._src.perf`` does this per convolution).
+What a user needs: an x86-64 CPU and a C++17 compiler (``$CXX``, else ``g++`` or ``c++``).
+The library is compiled once per machine and vector width into ``$RELUJAX_CACHE`` (default
+``~/.cache/relujax``) ``/native/``, keyed by the source, the compiler, the flags, jaxlib and
+the CPU; a later process loads it in milliseconds. Without a compiler, on another CPU
+architecture, on a build error or with ``RELUJAX_NATIVE=0``, :func:`available` is ``False``,
+:func:`build_error` says why, and XLA's convolutions run instead.
 
-Example (on a CPU with a C++ compiler; the first call builds the library):
+Vector widths (``isa``): ``"sse"`` (4 floats), ``"avx2"`` (8; AVX/AVX2), ``"avx512"`` (16).
+By default the widest this CPU executes; ``RELUJAX_NATIVE_ISA`` picks another one, and every
+function takes ``isa=`` so that tests can build and run each width the CPU executes
+(:func:`isas`).
+
+Example (on an x86-64 CPU with a C++ compiler; the first call builds the library):
     >>> import jax.numpy as jnp
     >>> from relujax._src import native
     >>> native.available(), native.build_error()  # doctest: +SKIP
@@ -29,13 +34,13 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import logging
 import os
 import pathlib
 import platform
 import shutil
 import subprocess
 import tempfile
-import warnings
 from collections.abc import Sequence
 
 import jax
@@ -44,21 +49,27 @@ import jaxlib
 import numpy as np
 
 __all__ = [
+    "ISAS",
     "available",
     "build_error",
     "conv",
     "conv_kernel_grad",
+    "default_isa",
+    "isas",
     "lanes",
     "library_path",
     "supports",
 ]
 
+ISAS = ("sse", "avx2", "avx512")
+_LANES = {"sse": 4, "avx2": 8, "avx512": 16}
+# -march=native, then the wider extensions switched off: one source, one width per build.
+_ISA_FLAGS = {"sse": ["-mno-avx"], "avx2": ["-mno-avx512f"], "avx512": []}
+_CPU_FLAG = {"sse": "sse2", "avx2": "avx", "avx512": "avx512f"}  # /proc/cpuinfo flag needed
+
 _SOURCE = pathlib.Path(__file__).with_name("conv.cc")
-_TARGETS = {
-    "relujax_conv": "RelujaxConvForward",
-    "relujax_conv_kernel_grad": "RelujaxConvKernelGrad",
-}
-_error: str | None = None
+_errors: dict[str, str] = {}
+_warned = False
 
 
 def _compiler() -> str | None:
@@ -68,40 +79,81 @@ def _compiler() -> str | None:
     return None
 
 
+@functools.cache
+def _cpu_flags() -> tuple[str, ...]:
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return tuple(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return ()
+
+
 def _cpu_id() -> str:
     # The library is built for this CPU (-march=native); a cache shared between machines
     # must not hand it to another one.
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return line
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return " ".join(_cpu_flags()) or platform.processor() or platform.machine()
 
 
-def _flags() -> list[str]:
-    return ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w"]
+def _is_x86_64() -> bool:
+    return platform.machine().lower() in ("x86_64", "amd64")
 
 
-def library_path(cxx: str) -> pathlib.Path:
-    """Where the library built by ``cxx`` for this machine lives (it may not exist yet)."""
+def isas() -> tuple[str, ...]:
+    """The vector widths this CPU executes, narrowest first (empty off x86-64).
+
+    Example:
+        >>> set(isas()) <= {"sse", "avx2", "avx512"}
+        True
+    """
+    if not _is_x86_64():
+        return ()
+    flags = set(_cpu_flags())
+    if not flags:  # no /proc/cpuinfo: the x86-64 baseline only
+        return ("sse",)
+    return tuple(isa for isa in ISAS if _CPU_FLAG[isa] in flags)
+
+
+def default_isa() -> str | None:
+    """``$RELUJAX_NATIVE_ISA`` if set, else the widest of :func:`isas` (``None`` if none)."""
+    chosen = os.environ.get("RELUJAX_NATIVE_ISA", "").strip().lower()
+    if chosen:
+        return chosen
+    runnable = isas()
+    return runnable[-1] if runnable else None
+
+
+def _resolve(isa: str | None) -> str | None:
+    isa = default_isa() if isa is None else isa
+    if isa is not None and isa not in ISAS:
+        raise ValueError(f"native: isa must be one of {ISAS}, got {isa!r}")
+    return isa
+
+
+def _flags(isa: str) -> list[str]:
+    return ["-O3", "-march=native", *_ISA_FLAGS[isa], "-std=c++17", "-shared", "-fPIC", "-w"]
+
+
+def library_path(cxx: str, isa: str | None = None) -> pathlib.Path:
+    """Where the library built by ``cxx`` for this machine and ``isa`` lives (may not exist)."""
+    isa = _resolve(isa) or "sse"
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
     key = "\n".join(
-        [_SOURCE.read_text(), cxx, version, " ".join(_flags()), jaxlib.__version__, _cpu_id()]
+        [_SOURCE.read_text(), cxx, version, " ".join(_flags(isa)), jaxlib.__version__, _cpu_id()]
     )
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     root = pathlib.Path(os.environ.get("RELUJAX_CACHE", pathlib.Path.home() / ".cache/relujax"))
-    return root / "native" / f"relujax_conv_{digest}.so"
+    return root / "native" / f"relujax_conv_{isa}_{digest}.so"
 
 
-def _build(cxx: str, out: pathlib.Path) -> None:
+def _build(cxx: str, isa: str, out: pathlib.Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     # Built under a temporary name and renamed: concurrent processes (pytest-xdist workers)
     # never load a half-written library.
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
     os.close(fd)
-    cmd = [cxx, *_flags(), "-I", jax.ffi.include_dir(), str(_SOURCE), "-o", tmp]
+    cmd = [cxx, *_flags(isa), "-I", jax.ffi.include_dir(), str(_SOURCE), "-o", tmp]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         if done.returncode != 0:
@@ -112,54 +164,96 @@ def _build(cxx: str, out: pathlib.Path) -> None:
             os.unlink(tmp)
 
 
-@functools.cache
-def _library() -> ctypes.CDLL | None:
-    global _error
+def _targets(isa: str) -> dict[str, str]:
+    return {
+        f"relujax_conv_{isa}": "RelujaxConvForward",
+        f"relujax_conv_kernel_grad_{isa}": "RelujaxConvKernelGrad",
+    }
+
+
+def _why_not(isa: str | None) -> str | None:
     if os.environ.get("RELUJAX_NATIVE", "1") == "0":
-        _error = "disabled by RELUJAX_NATIVE=0"
-        return None
-    cxx = _compiler()
-    if cxx is None:
-        _error = "no C++ compiler found ($CXX, g++ or c++)"
-        return None
-    try:
-        path = library_path(cxx)
-        if not path.exists():
-            _build(cxx, path)
-        lib = ctypes.cdll.LoadLibrary(str(path))
-        for target, symbol in _TARGETS.items():
-            capsule = jax.ffi.pycapsule(getattr(lib, symbol))
-            jax.ffi.register_ffi_target(target, capsule, platform="cpu")
-    except Exception as e:  # noqa: BLE001 - any failure means: keep XLA's convolutions
-        _error = f"{type(e).__name__}: {e}"
-        warnings.warn(
-            f"relujax: native CPU convolutions unavailable, using XLA's ({_error})", stacklevel=3
+        return "disabled by RELUJAX_NATIVE=0"
+    if not _is_x86_64():
+        return f"not an x86-64 CPU ({platform.machine()}): the kernels are x86 vector code"
+    if isa is None:
+        return "no vector width this CPU executes"
+    if isa not in isas():
+        return f"this CPU does not execute {isa} code (it executes {', '.join(isas())})"
+    if _compiler() is None:
+        return "no C++ compiler found ($CXX, g++ or c++)"
+    return None
+
+
+def _notice(reason: str) -> None:
+    # One notice per process (a log record, so that test suites that turn warnings into errors
+    # still run on machines without a compiler), none when the user switched the kernels off.
+    global _warned
+    if not _warned and not reason.startswith("disabled by"):
+        _warned = True
+        logging.getLogger("relujax").warning(
+            "relujax: native CPU convolutions unavailable, using XLA's (%s)", reason
         )
-        return None
-    return lib
-
-
-def build_error() -> str | None:
-    """Why :func:`available` is ``False`` (``None`` when it is ``True`` or was not asked yet)."""
-    return _error
-
-
-def available() -> bool:
-    """Whether the native kernels can be used: CPU backend, library built and loaded."""
-    return jax.default_backend() == "cpu" and _library() is not None
 
 
 @functools.cache
-def lanes() -> int:
-    """The kernels' vector width in floats (16 with AVX-512, 8 with AVX2, 4 otherwise).
+def _library(isa: str | None) -> ctypes.CDLL | None:
+    key = isa or "default"
+    reason = _why_not(isa)
+    if reason is None:
+        try:
+            cxx = _compiler()
+            path = library_path(cxx, isa)
+            if not path.exists():
+                _build(cxx, isa, path)
+            lib = ctypes.cdll.LoadLibrary(str(path))
+            lib.RelujaxConvLanes.restype = ctypes.c_int64
+            if int(lib.RelujaxConvLanes()) != _LANES[isa]:
+                raise RuntimeError(f"built for {lib.RelujaxConvLanes()} lanes, not {isa}")
+            for target, symbol in _targets(isa).items():
+                capsule = jax.ffi.pycapsule(getattr(lib, symbol))
+                jax.ffi.register_ffi_target(target, capsule, platform="cpu")
+            return lib
+        except Exception as e:  # noqa: BLE001 - any failure means: keep XLA's convolutions
+            reason = f"{type(e).__name__}: {e}"
+    _errors[key] = reason
+    _notice(reason)
+    return None
 
-    Output channels must be a multiple of it. 8 when the library is unavailable.
+
+def available(isa: str | None = None) -> bool:
+    """Whether the kernels for ``isa`` (default :func:`default_isa`) are built and loaded.
+
+    Builds them on the first call. Says nothing about the backend: :mod:`relujax.policy`
+    decides whether a computation uses them.
     """
-    lib = _library()
-    if lib is None:
-        return 8
-    lib.RelujaxConvLanes.restype = ctypes.c_int64
-    return int(lib.RelujaxConvLanes())
+    try:
+        isa = _resolve(isa)
+    except ValueError as e:
+        _errors["default"] = f"RELUJAX_NATIVE_ISA: {e}"
+        return False
+    return _library(isa) is not None
+
+
+def build_error(isa: str | None = None) -> str | None:
+    """Why :func:`available` is ``False`` (``None`` when it is ``True`` or was not asked yet)."""
+    try:
+        key = _resolve(isa) or "default"
+    except ValueError:
+        key = "default"
+    return _errors.get(key, _errors.get("default") if isa is None else None)
+
+
+def lanes(isa: str | None = None) -> int:
+    """The kernels' vector width in floats (16 with AVX-512, 8 with AVX2, 4 with SSE).
+
+    Output channels must be a multiple of it. 8 when no width is known.
+    """
+    try:
+        isa = _resolve(isa)
+    except ValueError:
+        isa = None
+    return _LANES.get(isa, 8)
 
 
 Pads = Sequence[tuple[int, int]]
@@ -175,7 +269,7 @@ def _attrs(pads: Pads) -> dict[str, np.int64]:
     }
 
 
-def supports(x_shape, kernel_shape, pads: Pads, dtype) -> bool:
+def supports(x_shape, kernel_shape, pads: Pads, dtype, *, isa: str | None = None) -> bool:
     """Whether :func:`conv` takes this stride-1 convolution (else use XLA's).
 
     float32, 4-D NHWC input and HWIO kernel, each pad in ``[0, kernel size)``, output
@@ -187,7 +281,7 @@ def supports(x_shape, kernel_shape, pads: Pads, dtype) -> bool:
     kh, kw, _, out = kernel_shape
     ok_pads = all(0 <= p < k for p, k in ((top, kh), (bottom, kh), (left, kw), (right, kw)))
     fits = x_shape[1] + top + bottom >= kh and x_shape[2] + left + right >= kw
-    return ok_pads and fits and out % lanes() == 0 and available()
+    return ok_pads and fits and out % lanes(isa) == 0 and available(isa)
 
 
 def _out_hw(x_shape, kh: int, kw: int, pads: Pads) -> tuple[int, int]:
@@ -195,27 +289,34 @@ def _out_hw(x_shape, kh: int, kw: int, pads: Pads) -> tuple[int, int]:
     return x_shape[1] + top + bottom - kh + 1, x_shape[2] + left + right - kw + 1
 
 
-def conv(x: jax.Array, kernel: jax.Array, pads: Pads) -> jax.Array:
+def conv(x: jax.Array, kernel: jax.Array, pads: Pads, *, isa: str | None = None) -> jax.Array:
     """Stride-1 convolution of NHWC ``x`` with HWIO ``kernel``, zero ``pads`` ((t, b), (l, r)).
 
     Equal to ``lax.conv_general_dilated(x, kernel, (1, 1), pads, dimension_numbers=("NHWC",
     "HWIO", "NHWC"))`` up to float rounding. Check :func:`supports` first.
     """
+    isa = _resolve(isa)
     kh, kw, _, out = kernel.shape
     ho, wo = _out_hw(x.shape, kh, kw, pads)
     shape = jax.ShapeDtypeStruct((x.shape[0], ho, wo, out), x.dtype)
-    call = jax.ffi.ffi_call("relujax_conv", shape, vmap_method="sequential")
+    call = jax.ffi.ffi_call(f"relujax_conv_{isa}", shape, vmap_method="sequential")
     return call(x, kernel, **_attrs(pads))
 
 
 def conv_kernel_grad(
-    x: jax.Array, g: jax.Array, kernel_hw: tuple[int, int], pads: Pads
+    x: jax.Array,
+    g: jax.Array,
+    kernel_hw: tuple[int, int],
+    pads: Pads,
+    *,
+    isa: str | None = None,
 ) -> jax.Array:
     """The kernel gradient of :func:`conv`: ``dk[i,j,c,o] = sum x_pad[n,h+i,w+j,c] g[n,h,w,o]``.
 
     ``g`` is the cotangent of the output (NHWC); returns an HWIO kernel of spatial size
     ``kernel_hw``. Check :func:`supports` (with the kernel's shape) first.
     """
+    isa = _resolve(isa)
     shape = jax.ShapeDtypeStruct((*kernel_hw, x.shape[-1], g.shape[-1]), x.dtype)
-    call = jax.ffi.ffi_call("relujax_conv_kernel_grad", shape, vmap_method="sequential")
+    call = jax.ffi.ffi_call(f"relujax_conv_kernel_grad_{isa}", shape, vmap_method="sequential")
     return call(x, g, **_attrs(pads))

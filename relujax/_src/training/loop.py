@@ -13,6 +13,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from relujax._src import policy
 from relujax._src.data.sharding import (
     batch_sharding,
     data_mesh,
@@ -134,6 +135,8 @@ def train(
         eval_train_mode=config.eval_train_mode,
         batch_sharding=batch_sharding(mesh),
     )
+    speed = policy.current()  # what runs (relujax.policy), printed once and in summary.json
+    log(f"speed policy: {speed}")
     probe_gd = train_gd if config.eval_train_mode else eval_gd
     probe = DeadUnitProbe(probe_gd, rdata.get_batch, data, dtype, rep)
     ckpt = Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
@@ -298,6 +301,7 @@ def train(
         "workdir": str(workdir.absolute()),
         "curves": str((workdir / "curves.png").absolute()),
         "last_checkpoint_step": ckpt.latest_step(),
+        "policy": speed.describe(),
     }
     if lead:
         mio.write_summary(workdir, summary)

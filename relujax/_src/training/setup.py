@@ -38,16 +38,6 @@ def build_model(config: TrainConfig, num_classes: int) -> nnx.Module:
         )
     except (TypeError, ValueError) as e:
         raise ConfigError(f"--model {config.model}: {e}") from e
-    if jax.default_backend() == "cpu":
-        # Same values to float rounding. In a single-device process its stride-1 float32
-        # convolutions run relujax's native kernels (relujax/_src/native), the fastest
-        # convolutions measured on CPU (`python -m benchmarks.conv_pieces`); elsewhere its
-        # canonical backward, 1.4x faster than lax's under YNNPACK and within noise under
-        # the steps' Eigen options. Only here, not in the models themselves: its custom_vjp
-        # has no forward mode, and library users may want jvp/hessian of a model.
-        from relujax._src import perf
-
-        perf.use_fast_conv(model)
     return model
 
 
