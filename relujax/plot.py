@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from relujax._src.activations.registry import ACTIVATIONS
+from relujax._src.extras import require
 
 __all__ = ["plot_activations", "main"]
 
@@ -51,6 +52,7 @@ def plot_activations(out: str | pathlib.Path = "docs/activations.png", *, dpi: i
       >>> path.suffix, path.stat().st_size > 0
       ('.png', True)
     """
+    require("relujax.plot", "plot", "matplotlib")
     import matplotlib
 
     matplotlib.use("Agg")

@@ -9,6 +9,10 @@ Example:
     'constant'
 """
 
+from relujax._src.extras import require
+
+require("relujax.training", "train", "flax", "optax", "orbax.checkpoint", "matplotlib", "rich")
+
 from relujax._src.training.checkpoint import Checkpointer as Checkpointer
 from relujax._src.training.checkpoint import CheckpointError as CheckpointError
 from relujax._src.training.config import ConfigError as ConfigError
