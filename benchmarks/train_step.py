@@ -36,6 +36,8 @@ PyTorch autocast) instead of float32.
 from __future__ import annotations
 
 import functools
+import importlib.util
+import pathlib
 import sys
 import time
 from typing import Any
@@ -160,13 +162,26 @@ def nnx_jit_step(model: nnx.Module, tx, x, y):
     return (lambda: step(model, optimizer, xj, yj)), seconds, None
 
 
+def _torch_models():
+    """The PyTorch originals, which live with the parity tests (``tests/torch_models.py``).
+
+    Loaded from the checkout by path, without putting ``tests/`` on ``sys.path``.
+    """
+    path = pathlib.Path(__file__).resolve().parents[1] / "tests" / "torch_models.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"the PyTorch comparison needs a checkout's {path}; use --no-torch")
+    spec = importlib.util.spec_from_file_location("relujax_bench_torch_models", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def torch_step(ctor: str, kwargs: dict[str, Any], x, y, *, compile_: bool, bf16: bool):
     """The PyTorch original's SGD step; returns (runner, compile_s or None, saved bytes)."""
     import torch
     import torch.nn.functional as F
 
-    sys.path.insert(0, str(h.RESULTS_DIR.parents[1] / "tests"))
-    import torch_models  # noqa: PLC0415 - the PyTorch originals live with the parity tests
+    torch_models = _torch_models()
 
     device = h.torch_device()
     torch.manual_seed(0)

@@ -1,1 +1,1 @@
-"""The training application behind `relujax-train` / `python -m relujax.train` / `python -m train`."""
+"""The training application: `relujax-train`, `python -m relujax.train`, `python -m train`."""

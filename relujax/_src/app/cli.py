@@ -17,8 +17,8 @@ import time
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from relujax.training import ConfigError
 from relujax._src.app.presets import PRESETS, resolve
+from relujax.training import ConfigError
 
 DEFAULT_EPOCHS = 5
 
@@ -167,18 +167,19 @@ def _default_workdir(fields: dict[str, Any], resume: bool) -> str:
 
 
 def _default_dataset(fields: dict[str, Any], log: Any) -> Any:
-    """CIFAR-2 from the first data folder that has it (or a download), else synthetic."""
+    """CIFAR-2 from the data folder (or a download), else the synthetic set.
+
+    The data folder is `--data-dir`, else `$RELUJAX_DATA`, else `~/.cache/relujax`
+    (`relujax.data.load_dataset`'s rule): no other place is searched.
+    """
     from relujax import data as rdata
 
-    here = pathlib.Path.cwd()
-    candidates = [fields.get("data_dir"), None, str(here.parent / "shared" / "data")]
-    for d in candidates:
-        if d is not None and not pathlib.Path(d).is_dir():
-            continue
+    d = fields.get("data_dir")
+    if d is None or pathlib.Path(d).is_dir():
         try:
             return rdata.load_dataset("cifar2", d, download=False), d
         except rdata.DataError:
-            continue
+            pass
     try:
         return rdata.load_dataset("cifar2", fields.get("data_dir"), download=True), None
     except (rdata.DataError, OSError):
@@ -257,8 +258,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
     )
     short = {k: summary[k] for k in keys if k in summary}
     print(json.dumps(short, indent=2))
-    print(f"workdir: {summary['workdir']}  (metrics.jsonl, summary.json, checkpoints/)")
-    print(f"curves:  {summary['curves']}")
+    workdir = pathlib.Path(summary["config"]["workdir"])
+    print(f"workdir: {workdir}  (metrics.jsonl, summary.json, checkpoints/)")
+    print(f"curves:  {workdir / summary['curves']}")
 
 
 __all__ = ["build_parser", "config_fields", "main"]
