@@ -36,7 +36,9 @@ def _curves(name: str, x: jax.Array) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(y), np.asarray(dy)
 
 
-def plot_activations(out: str | pathlib.Path = "docs/activations.png", *, dpi: int = 72):
+def plot_activations(
+    out: str | pathlib.Path = "docs/activations.png", *, dpi: int = 72
+) -> pathlib.Path:
     """Draws each activation and its derivative on [-3, 3] into the PNG file `out`.
 
     Args:
