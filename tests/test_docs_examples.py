@@ -80,5 +80,6 @@ def test_markdown_examples(path, user_regime):
             test = doctest.DocTestParser().get_doctest(code, globs, where, str(path), line - 1)
             failures, report = _run_doctest(test)
             assert failures == 0, report
+            globs.update(test.globs)  # DocTest ran on a copy: carry its names to the next block
         else:
             exec(compile(code, where, "exec"), globs)
