@@ -83,3 +83,16 @@ def test_markdown_examples(path, user_regime):
             globs.update(test.globs)  # DocTest ran on a copy: carry its names to the next block
         else:
             exec(compile(code, where, "exec"), globs)
+
+
+def test_api_reference_has_a_page_per_public_module():
+    # mkdocstrings renders each page's module with its __all__; a new public module needs a page.
+    nav = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+    public = sorted(p.stem for p in (ROOT / "relujax").glob("*.py") if not p.stem.startswith("_"))
+    assert public, "no public module found"
+    for stem in ["relujax", *public]:
+        page = "relujax.md" if stem == "relujax" else f"{stem}.md"
+        module = "relujax" if stem == "relujax" else f"relujax.{stem}"
+        text = (ROOT / "docs" / "api" / page).read_text(encoding="utf-8")
+        assert f"::: {module}\n" in text, page
+        assert f"api/{page}" in nav, f"api/{page} is not in mkdocs.yml's nav"
