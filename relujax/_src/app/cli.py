@@ -25,13 +25,23 @@ DEFAULT_EPOCHS = 5
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # one readable line, exit 2
-        self.exit(2, f"train: error: {message} (see python -m train --help)\n")
+        self.exit(2, f"train: error: {message} (see {self.prog} --help)\n")
+
+
+def _prog() -> str:
+    """The command as the user typed it, for usage and error lines."""
+    launched = pathlib.PurePath(sys.argv[0] if sys.argv and sys.argv[0] else "")
+    if launched.name == "__main__.py" and launched.parent.name == "train":
+        return "python -m train"  # a checkout's shortcut
+    if launched.name == "train.py" and launched.parent.name == "relujax":
+        return "python -m relujax.train"
+    return "relujax-train"
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `python -m train` (every default is None: the preset decides)."""
     p = _Parser(
-        prog="python -m train",
+        prog=_prog(),
         description=(
             "Train a relujax model. With no flags: NetDepth on CIFAR-2 for "
             f"{DEFAULT_EPOCHS} epochs when CIFAR is in the data folder, else on the built-in "
