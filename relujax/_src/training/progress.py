@@ -65,11 +65,13 @@ class Progress:
         fields = {"loss": loss, "acc": acc, "rate": rate}
         if self._live is None:
             self._live = _rich_progress(self.stream)
-            self._live.start()
+            desc = f"epoch {epoch}/{epochs}"
+            self._task = self._live.add_task(desc, total=batches, completed=batch, **fields)
+            self._live.start()  # draws the bar
             # A run that ends by an exception never prints its epoch line: stop the bar (and give
             # the terminal its cursor back) at exit at the latest.
             self._finalizer = weakref.finalize(self, self._live.stop)
-            self._task = self._live.add_task(f"epoch {epoch}/{epochs}", total=batches, **fields)
+            return
         self._live.update(self._task, completed=batch, **fields)
         self._live.refresh()
 
