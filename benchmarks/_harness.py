@@ -24,7 +24,11 @@ import jax
 
 from relujax._src import allocator
 
+# The results kept in the repository (read by benchmarks/report.py).
 RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
+# Where a run writes without --out: relative, so under the current directory (from a checkout's
+# root, the folder above); never inside an installed package.
+DEFAULT_OUT_DIR = pathlib.Path("benchmarks", "results")
 
 
 def block(value: Any) -> Any:
@@ -179,14 +183,19 @@ def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--quick", action="store_true", help="tiny sizes, for smoke tests / make bench")
     p.add_argument("--repeats", type=int, default=None, help="timed rounds (default per script)")
-    p.add_argument("--out", type=pathlib.Path, default=None, help="JSON path (default results/)")
+    p.add_argument(
+        "--out",
+        type=pathlib.Path,
+        default=None,
+        help="JSON path (default ./benchmarks/results/NAME.json under the current directory)",
+    )
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparisons")
     return p
 
 
 def write_json(name: str, payload: Mapping[str, Any], *, quick: bool, out: pathlib.Path | None):
-    """Writes ``payload`` plus machine info to ``out`` or ``results/<name>[_quick].json``."""
-    path = out or RESULTS_DIR / f"{name}{'_quick' if quick else ''}.json"
+    """Writes ``payload`` and machine info to ``out`` or ``DEFAULT_OUT_DIR/<name>[_quick].json``."""
+    path = out or DEFAULT_OUT_DIR / f"{name}{'_quick' if quick else ''}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {"benchmark": name, "quick": quick, "machine": machine_info(), **payload}
     path.write_text(json.dumps(doc, indent=1, default=_jsonable) + "\n")

@@ -12,16 +12,15 @@ candidates timed in turn in one process (medians of alternating rounds; compile 
 * ``netdepth step, fixed batch``: the same step on one pre-made batch: the difference from the
   previous row is what the input pipeline costs inside training.
 
-Data: CIFAR-2 from ``--data-dir`` (default ``$RELUJAX_DATA``, else ``../shared/data`` when
-present), else the synthetic set of the same size (10,000 train images).
+Data: CIFAR-2 from ``--data-dir`` (default ``$RELUJAX_DATA``, else ``~/.cache/relujax``), else
+the synthetic set of the same size (10,000 train images).
 
-    python -m benchmarks.input_pipeline --data-dir ../shared/data   # ~3 min on 2 CPU cores
+    python -m benchmarks.input_pipeline --data-dir DIR              # ~3 min on 2 CPU cores
     python -m benchmarks.input_pipeline --quick                     # 1,024 images, seconds
 """
 
 from __future__ import annotations
 
-import pathlib
 import time
 
 import jax
@@ -32,19 +31,14 @@ from benchmarks import _harness as h
 from relujax import data as rdata
 from relujax._src import allocator
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-
 
 def _load(data_dir: str | None, quick: bool) -> rdata.Dataset:
     if quick:
         return rdata.load_dataset("synthetic", n_train=1024, n_test=256)
-    last = None
-    for d in [data_dir] if data_dir else [None, str(ROOT.parent / "shared" / "data")]:
-        try:
-            return rdata.load_dataset("cifar2", d, download=False)
-        except rdata.DataError as e:
-            last = e
-    print(f"note: {last}\nusing the synthetic set of the same size instead\n")
+    try:
+        return rdata.load_dataset("cifar2", data_dir, download=False)
+    except rdata.DataError as e:
+        print(f"note: {e}\nusing the synthetic set of the same size instead\n")
     return rdata.load_dataset("synthetic", n_train=10000, n_test=2000)
 
 

@@ -26,8 +26,9 @@ from relujax._src.activations import rrelu as rrelu
 from relujax._src.activations import selu as selu
 from relujax._src.activations import silu as silu
 from relujax._src.activations import softplus as softplus
+from relujax._src.version import version as _version
 
-__version__ = "0.1.0"
+__version__: str = _version()
 
 __all__ = [
     "ACTIVATIONS",

@@ -4,6 +4,10 @@ All take NHWC inputs, return logits, take ``activation=`` and keyword-only ``rng
 BatchNorm/Dropout/RReLU with ``model.train()`` / ``model.eval()``.
 """
 
+from relujax._src.extras import require
+
+require("relujax.models", "nn", "flax")
+
 from relujax._src.models.book import MLP as MLP
 from relujax._src.models.book import Net as Net
 from relujax._src.models.book import NetBatchNorm as NetBatchNorm

@@ -1,5 +1,9 @@
 """Flax NNX activation modules: the functional activations of :mod:`relujax` as layers."""
 
+from relujax._src.extras import require
+
+require("relujax.nn", "nn", "flax")
+
 from relujax._src.nn.activations import CELU as CELU
 from relujax._src.nn.activations import ELU as ELU
 from relujax._src.nn.activations import GELU as GELU

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from relujax._src.activations.registry import ACTIVATIONS
+from relujax._src.extras import require
 
 __all__ = ["plot_activations", "main"]
 
@@ -35,7 +36,9 @@ def _curves(name: str, x: jax.Array) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(y), np.asarray(dy)
 
 
-def plot_activations(out: str | pathlib.Path = "docs/activations.png", *, dpi: int = 72):
+def plot_activations(
+    out: str | pathlib.Path = "docs/activations.png", *, dpi: int = 72
+) -> pathlib.Path:
     """Draws each activation and its derivative on [-3, 3] into the PNG file `out`.
 
     Args:
@@ -51,6 +54,7 @@ def plot_activations(out: str | pathlib.Path = "docs/activations.png", *, dpi: i
       >>> path.suffix, path.stat().st_size > 0
       ('.png', True)
     """
+    require("relujax.plot", "plot", "matplotlib")
     import matplotlib
 
     matplotlib.use("Agg")

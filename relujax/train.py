@@ -5,6 +5,10 @@ From a checkout, `python -m train` runs the same command. Presets: `relujax-trai
 
 import sys
 
+from relujax._src.extras import require
+
+require("relujax.train", "train", "flax", "optax", "orbax.checkpoint", "matplotlib", "rich")
+
 from relujax._src import allocator
 from relujax._src.app.cli import build_parser as build_parser
 from relujax._src.app.cli import main as main

@@ -9,6 +9,10 @@ Example:
     'constant'
 """
 
+from relujax._src.extras import require
+
+require("relujax.training", "train", "flax", "optax", "orbax.checkpoint", "matplotlib", "rich")
+
 from relujax._src.data.sharding import (
     maybe_initialize_distributed as maybe_initialize_distributed,
 )

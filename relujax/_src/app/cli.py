@@ -25,13 +25,23 @@ DEFAULT_EPOCHS = 5
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # one readable line, exit 2
-        self.exit(2, f"train: error: {message} (see python -m train --help)\n")
+        self.exit(2, f"train: error: {message} (see {self.prog} --help)\n")
+
+
+def _prog() -> str:
+    """The command as the user typed it, for usage and error lines."""
+    launched = pathlib.PurePath(sys.argv[0] if sys.argv and sys.argv[0] else "")
+    if launched.name == "__main__.py" and launched.parent.name == "train":
+        return "python -m train"  # a checkout's shortcut
+    if launched.name == "train.py" and launched.parent.name == "relujax":
+        return "python -m relujax.train"
+    return "relujax-train"
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `python -m train` (every default is None: the preset decides)."""
     p = _Parser(
-        prog="python -m train",
+        prog=_prog(),
         description=(
             "Train a relujax model. With no flags: NetDepth on CIFAR-2 for "
             f"{DEFAULT_EPOCHS} epochs when CIFAR is in the data folder, else on the built-in "
@@ -167,18 +177,19 @@ def _default_workdir(fields: dict[str, Any], resume: bool) -> str:
 
 
 def _default_dataset(fields: dict[str, Any], log: Any) -> Any:
-    """CIFAR-2 from the first data folder that has it (or a download), else synthetic."""
+    """CIFAR-2 from the data folder (or a download), else the synthetic set.
+
+    The data folder is `--data-dir`, else `$RELUJAX_DATA`, else `~/.cache/relujax`
+    (`relujax.data.load_dataset`'s rule): no other place is searched.
+    """
     from relujax import data as rdata
 
-    here = pathlib.Path.cwd()
-    candidates = [fields.get("data_dir"), None, str(here.parent / "shared" / "data")]
-    for d in candidates:
-        if d is not None and not pathlib.Path(d).is_dir():
-            continue
+    d = fields.get("data_dir")
+    if d is None or pathlib.Path(d).is_dir():
         try:
             return rdata.load_dataset("cifar2", d, download=False), d
         except rdata.DataError:
-            continue
+            pass
     try:
         return rdata.load_dataset("cifar2", fields.get("data_dir"), download=True), None
     except (rdata.DataError, OSError):
@@ -257,8 +268,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
     )
     short = {k: summary[k] for k in keys if k in summary}
     print(json.dumps(short, indent=2))
-    print(f"workdir: {summary['workdir']}  (metrics.jsonl, summary.json, checkpoints/)")
-    print(f"curves:  {summary['curves']}")
+    workdir = pathlib.Path(summary["config"]["workdir"])
+    print(f"workdir: {workdir}  (metrics.jsonl, summary.json, checkpoints/)")
+    print(f"curves:  {workdir / summary['curves']}")
 
 
 __all__ = ["build_parser", "config_fields", "main"]

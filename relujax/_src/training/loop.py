@@ -297,9 +297,10 @@ def train(
         "parameters": _count(state.params),
         "device": f"{mesh.size} x {jax.devices()[0].device_kind} ({jax.devices()[0].platform})",
         "processes": jax.process_count(),
-        "dataset_source": getattr(ds, "source", ds.name),
-        "workdir": str(workdir.absolute()),
-        "curves": str((workdir / "curves.png").absolute()),
+        # Paths relative to the workdir (which is config["workdir"]): a summary names no folder
+        # of the machine it ran on.
+        "dataset_source": _relative_to(getattr(ds, "source", ds.name), workdir),
+        "curves": "curves.png",
         "last_checkpoint_step": ckpt.latest_step(),
         "policy": speed.describe(),
     }
@@ -339,3 +340,13 @@ def _epoch_line(r: dict[str, Any], epochs: int) -> str:
         f"train_acc {r['train_acc']:.4f}{val} {r['seconds']:.1f} s "
         f"{r['images_per_s']:,.0f} img/s lr {r['lr']:.3g}"
     )
+
+
+def _relative_to(source: str, workdir: pathlib.Path) -> str:
+    """`source` relative to `workdir` when it is an absolute path; other sources as they are."""
+    if not os.path.isabs(source):
+        return source
+    try:
+        return os.path.relpath(source, workdir.absolute())
+    except ValueError:  # another drive (Windows)
+        return os.path.basename(source)

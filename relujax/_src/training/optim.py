@@ -26,7 +26,7 @@ def decay_mask(model: nnx.Module, params: nnx.State, *, decay_filter: str = "ker
         >>> m = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
         >>> _, params = nnx.split(m, nnx.Param)
         >>> mask = decay_mask(m, params)
-        >>> bool(mask["kernel"][...]), bool(mask["bias"][...])
+        >>> mask["kernel"].get_value(), mask["bias"].get_value()
         (True, False)
     """
     if decay_filter == "all":
