@@ -1,0 +1,99 @@
+"""The accelerator check (``python -m benchmarks.accel_check``) cannot rot between GPU loans.
+
+Its ``--quick`` mode runs here on the CPU at tiny sizes (no figure means anything), and the
+training steps it builds for a GPU are lowered for CUDA with ``jax.export`` (no GPU needed).
+"""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import pytest
+
+pytest.importorskip("benchmarks.accel_check")
+
+from benchmarks import accel_check  # noqa: E402
+from benchmarks.accel import common  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _user_regime():
+    """float32 as a user runs it (x64 off), whatever the suite's default."""
+    with jax.enable_x64(False):
+        yield
+
+
+@pytest.mark.parametrize(
+    "model,kwargs",
+    [("netdepth", {}), ("netresdeep", {"n_blocks": 2}), ("netresdeep", {"shared_blocks": True})],
+)
+def test_gpu_steps_lower_for_cuda(model, kwargs):
+    kwargs = {"n_blocks": 2, "n_chans1": 8, **kwargs} if model == "netresdeep" else kwargs
+    r = common.export_step(model, kwargs, platform_name="cuda", batch=2)
+    assert r["platforms"] == ["cuda"]
+    assert r["mlir_chars"] > 1000
+    assert r["cpu_only_custom_calls"] == []
+
+
+def test_emulated_backend_is_what_the_library_sees_and_is_restored():
+    real = jax.default_backend()
+    with common.emulate_backend("cuda"):
+        from relujax._src import perf
+
+        assert jax.default_backend() == "cuda"
+        assert perf.scan_blocks_by_default() is True  # the GPU policy: scanned stacks
+        assert perf.compiler_options() is None
+    assert jax.default_backend() == real
+
+
+def test_cpu_only_custom_calls_are_found():
+    text = (
+        'stablehlo.custom_call @relujax_conv(%0) {api_version = 4 : i32}\n'
+        'stablehlo.custom_call @cu_threefry2x32(%1)\n'
+        '"stablehlo.custom_call"(%2) {call_target_name = "relujax_conv_kernel_grad"}'
+    )
+    assert common.cpu_only_custom_calls(text) == ["relujax_conv", "relujax_conv_kernel_grad"]
+
+
+def test_budget():
+    b = common.Budget(100.0)
+    assert b.ok() and b.ok(50.0) and not b.ok(1000.0)
+    assert common.Budget(-1.0).ok() is False
+
+
+def test_a_failing_check_is_recorded_and_the_next_runs():
+    rows = []
+
+    def boom():
+        raise ValueError("no such kernel")
+
+    assert common.guarded(rows, {"check": "x"}, boom) is None
+    assert rows[0]["ok"] is False and "ValueError: no such kernel" in rows[0]["error"]
+    assert common.guarded(rows, {"check": "y"}, lambda: 3) == 3
+
+
+def test_unknown_section_is_an_error(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        accel_check.main(["--out", str(tmp_path), "--sections", "parity,speeed"])
+    assert "speeed" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_quick_run_end_to_end(tmp_path):
+    sections = "env,scan,short_run,export,activation_speed,train_steps,improved_run"
+    doc = accel_check.main(
+        ["--quick", "--out", str(tmp_path), "--budget", "600", "--sections", sections]
+    )
+    saved = json.loads((tmp_path / "accel_check.json").read_text())
+    assert list(saved["sections"]) == sections.split(",")
+    res = doc["sections"]
+    for name in sections.split(","):
+        assert "error" not in res[name], (name, res[name].get("error"))
+        for row in res[name]["rows"]:
+            assert row.get("ok") is not False, (name, row)
+    assert res["short_run"]["rows"][0]["train_loss"][1] < res["short_run"]["rows"][0]["train_loss"][0]
+    assert all(r["ok"] for r in res["export"]["rows"])
+    steps = [r for r in res["train_steps"]["rows"] if "step_ms" in r]
+    assert {r["impl"] for r in steps} >= {"relujax"} and all(r["step_ms"] > 0 for r in steps)
+    assert res["improved_run"]["rows"][0]["epochs_done"] >= 1
