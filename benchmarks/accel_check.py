@@ -169,7 +169,7 @@ def print_tables(doc: dict[str, Any]) -> None:
     ts = [r for r in ts if "step_ms" in r]
     if ts:
         cols = ["model", "dtype", "impl", "step_ms", "images_per_s", "vs_torch"]
-        print("\n## training steps (batch %s)\n" % res["train_steps"].get("batch"))
+        print(f"\n## training steps (batch {res['train_steps'].get('batch')})\n")
         print(h.format_table(ts, cols + ["vs_torch_compile", "compile_s", "peak_MiB"]))
     act = [r for r in res.get("activation_speed", {}).get("rows", []) if "pct_of_copy" in r]
     if act:

@@ -49,8 +49,8 @@ def test_emulated_backend_is_what_the_library_sees_and_is_restored():
 
 def test_cpu_only_custom_calls_are_found():
     text = (
-        'stablehlo.custom_call @relujax_conv(%0) {api_version = 4 : i32}\n'
-        'stablehlo.custom_call @cu_threefry2x32(%1)\n'
+        "stablehlo.custom_call @relujax_conv(%0) {api_version = 4 : i32}\n"
+        "stablehlo.custom_call @cu_threefry2x32(%1)\n"
         '"stablehlo.custom_call"(%2) {call_target_name = "relujax_conv_kernel_grad"}'
     )
     assert common.cpu_only_custom_calls(text) == ["relujax_conv", "relujax_conv_kernel_grad"]
@@ -92,7 +92,9 @@ def test_quick_run_end_to_end(tmp_path):
         assert "error" not in res[name], (name, res[name].get("error"))
         for row in res[name]["rows"]:
             assert row.get("ok") is not False, (name, row)
-    assert res["short_run"]["rows"][0]["train_loss"][1] < res["short_run"]["rows"][0]["train_loss"][0]
+    assert (
+        res["short_run"]["rows"][0]["train_loss"][1] < res["short_run"]["rows"][0]["train_loss"][0]
+    )
     assert all(r["ok"] for r in res["export"]["rows"])
     steps = [r for r in res["train_steps"]["rows"] if "step_ms" in r]
     assert {r["impl"] for r in steps} >= {"relujax"} and all(r["step_ms"] > 0 for r in steps)

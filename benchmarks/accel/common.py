@@ -77,10 +77,22 @@ def emulate_backend(name: str) -> Iterator[None]:
     """
     real = jax.default_backend
     jax.default_backend = lambda: name  # type: ignore[assignment]
+    _clear_policy_caches()
     try:
         yield
     finally:
         jax.default_backend = real  # type: ignore[assignment]
+        _clear_policy_caches()
+
+
+def _clear_policy_caches() -> None:
+    # A policy module that caches its per-backend decisions must decide again.
+    import sys
+
+    mod = sys.modules.get("relujax._src.policy")
+    for value in vars(mod).values() if mod is not None else ():
+        if callable(getattr(value, "cache_clear", None)):
+            value.cache_clear()
 
 
 def data_dir_candidates(data_dir: str | None) -> list[str]:
@@ -90,14 +102,17 @@ def data_dir_candidates(data_dir: str | None) -> list[str]:
     return [c for c in cands if c]
 
 
-def load_cifar2(data_dir: str | None, *, synthetic_kw: dict[str, int]) -> tuple[Any, str]:
+def load_cifar2(
+    data_dir: str | None, *, synthetic_kw: dict[str, int], real: bool = True
+) -> tuple[Any, str]:
     """CIFAR-2 from the first folder that holds it (never downloaded), else a synthetic set.
 
-    Returns ``(dataset, source)``; ``source`` says which (a path, or ``"synthetic"``).
+    ``real=False`` (``--quick``) always gives the synthetic set. Returns ``(dataset, source)``;
+    ``source`` says which (a path, or ``"synthetic"``).
     """
     from relujax import data as rdata
 
-    for folder in data_dir_candidates(data_dir):
+    for folder in data_dir_candidates(data_dir) if real else []:
         if not os.path.isdir(folder):
             continue
         try:

@@ -22,59 +22,101 @@ from benchmarks.accel.common import ROOT, Budget, error_record, guarded, load_ci
 _RESULT = re.compile(r"^(tests/\S+::\S+)\s+(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)")
 
 
-def activation_tests(budget: Budget, *, quick: bool, out: pathlib.Path) -> dict[str, Any]:
-    """The repository's activation test files, run by pytest in a child on this backend.
-
-    ``JAX_PLATFORMS`` is set to the backend found here, so the child fails rather than falls
-    back to the CPU. The child is killed when the budget runs out; the tests reported until
-    then still count (``complete`` is False).
-    """
-    files = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_activations_*.py"))
-    cmd = [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "-p", "no:xdist"]
-    cmd += ["-o", "addopts=", "--tb=line"]
-    if quick:  # one file, the relu tests only: the wiring, not the coverage
-        files = [f for f in files if f.endswith("test_activations_values.py")]
-        cmd += ["-k", "relu and not leaky and not prelu and not rrelu"]
+def _pytest_env() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("JAX_PLATFORMS", platform())
-    # This process holds most of the device's memory (JAX preallocates 75%): the child
-    # allocates on demand from what is left instead of failing to preallocate its own 75%.
+    # This process holds most of the device's memory (JAX preallocates 75%): the children
+    # allocate on demand from what is left instead of failing to preallocate their own 75%.
     env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    log = out / "activation_tests.log"
-    timeout = max(budget.left(), 5.0)
-    complete = True
-    with open(log, "w") as f:
-        try:
-            proc = subprocess.run(
-                cmd + files, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=timeout
-            )
-            rc: int | None = proc.returncode
-        except subprocess.TimeoutExpired:
-            rc, complete = None, False
-    text = log.read_text(errors="replace")
+    return env
+
+
+def _count(logs: list[pathlib.Path]) -> tuple[dict[str, int], list[str]]:
     counts: dict[str, int] = {}
     failed: list[str] = []
-    for line in text.splitlines():
-        m = _RESULT.match(line)
-        if m:
-            counts[m.group(2)] = counts.get(m.group(2), 0) + 1
-            if m.group(2) in ("FAILED", "ERROR"):
-                failed.append(m.group(1))
-    ok = complete and rc == 0 and counts.get("PASSED", 0) > 0
-    row = {
-        "check": "activation tests",
-        "files": files,
-        "returncode": rc,
-        "complete": complete,
-        "passed": counts.get("PASSED", 0),
-        "failed": counts.get("FAILED", 0) + counts.get("ERROR", 0),
-        "skipped": counts.get("SKIPPED", 0),
-        "failed_tests": failed[:200],
-        "log": log.name,
-        "tail": text[-3000:] if not ok else text[-300:],
-        "ok": ok,
-    }
+    for log in logs:
+        for line in log.read_text(errors="replace").splitlines():
+            m = _RESULT.match(line)
+            if m:
+                counts[m.group(2)] = counts.get(m.group(2), 0) + 1
+                if m.group(2) in ("FAILED", "ERROR"):
+                    failed.append(m.group(1))
+    return counts, failed
+
+
+def activation_tests(
+    budget: Budget, *, quick: bool, out: pathlib.Path, workers: int | None = None
+) -> dict[str, Any]:
+    """The repository's activation test files, run by pytest in children on this backend.
+
+    The tests are collected once and dealt round-robin to ``workers`` pytest processes run
+    side by side (default: a quarter of the CPUs, at most 8; on a GPU most of a test's time is
+    compiling on the host). ``JAX_PLATFORMS`` is set to the backend found here, so a child
+    fails rather than falls back to the CPU. Children still running when the budget ends are
+    killed; the tests they reported until then still count (``complete`` is False).
+    """
+    files = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_activations_*.py"))
+    base = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist"]
+    base += ["-o", "addopts=", "--tb=line"]
+    select: list[str] = []
+    if quick:  # one file, the relu tests only: the wiring, not the coverage
+        files = [f for f in files if f.endswith("test_activations_values.py")]
+        select = ["-k", "relu and not leaky and not prelu and not rrelu"]
+    env = _pytest_env()
+    row: dict[str, Any] = {"check": "activation tests", "files": files}
+    collect = subprocess.run(
+        base + ["--collect-only", "-q", *select, *files],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=max(budget.left(), 5.0),
+    )
+    ids = [ln.strip() for ln in collect.stdout.splitlines() if "::" in ln]
+    if not ids:
+        tail = (collect.stdout + collect.stderr)[-3000:]
+        return {"rows": [{**row, "ok": False, "error": "no tests collected", "tail": tail}]}
+    if workers is None:
+        workers = 1 if quick else max(1, min(8, (os.cpu_count() or 1) // 4))
+    workers = min(workers, len(ids))
+    logs = [out / f"activation_tests_{i}.log" for i in range(workers)]
+    procs = []
+    for i, log in enumerate(logs):
+        with open(log, "w") as f:
+            procs.append(
+                subprocess.Popen(
+                    base + ["-v", *ids[i::workers]],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=f,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+    complete, rcs = True, []
+    for p in procs:
+        try:
+            rcs.append(p.wait(timeout=max(budget.left(), 1.0)))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+            rcs.append(None)
+            complete = False
+    counts, failed = _count(logs)
+    ok = complete and all(rc == 0 for rc in rcs) and counts.get("PASSED", 0) > 0
+    row.update(
+        collected=len(ids),
+        workers=workers,
+        returncodes=rcs,
+        complete=complete,
+        passed=counts.get("PASSED", 0),
+        failed=counts.get("FAILED", 0) + counts.get("ERROR", 0),
+        skipped=counts.get("SKIPPED", 0),
+        failed_tests=failed[:200],
+        logs=[log.name for log in logs],
+        tail="" if ok else "\n".join(log.read_text(errors="replace")[-1500:] for log in logs),
+        ok=ok,
+    )
     return {"rows": [row]}
 
 
@@ -147,7 +189,9 @@ def parity_one(name: str, ctor: str, kwargs: dict[str, Any], *, batch: int, devi
             for k, v in tmodel.state_dict().items()
         },
     )
-    pairs = list(zip(jax.tree.leaves(grads_j), jax.tree.leaves(nnx.state(ref, nnx.Param))))
+    pairs = list(
+        zip(jax.tree.leaves(grads_j), jax.tree.leaves(nnx.state(ref, nnx.Param)), strict=True)
+    )
     scale = max(float(np.max(np.abs(np.asarray(b)))) for _, b in pairs)
     errors["grad_params"] = max(
         float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
@@ -259,7 +303,7 @@ def short_run(
     from relujax.training import TrainConfig, train
 
     synthetic = {"n_train": 256, "n_test": 64} if quick else {"n_train": 10000, "n_test": 2000}
-    ds, source = load_cifar2(None if quick else data_dir, synthetic_kw=synthetic)
+    ds, source = load_cifar2(data_dir, synthetic_kw=synthetic, real=not quick)
     config = TrainConfig(
         model="netdepth",
         model_kwargs={"n_chans1": 8} if quick else {},
@@ -297,7 +341,11 @@ def export_gpu(budget: Budget, *, quick: bool) -> dict[str, Any]:
 
     cases = [("netdepth", {}), ("netresdeep", {"n_blocks": 3})]
     if not quick:
-        cases += [("netres", {}), ("resnet20", {}), ("netresdeep", {"n_blocks": 3, "shared_blocks": True})]
+        cases += [
+            ("netres", {}),
+            ("resnet20", {}),
+            ("netresdeep", {"n_blocks": 3, "shared_blocks": True}),
+        ]
     rows: list[dict[str, Any]] = []
     for name, kw in cases:
         label = {"check": "export cuda", "model": name, **kw}

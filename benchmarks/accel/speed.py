@@ -188,7 +188,9 @@ def train_steps(budget: Budget, *, quick: bool, use_torch: bool) -> dict[str, An
             if not budget.ok(need):
                 rows.append({**label, "skipped": "budget"})
                 continue
-            guarded(rows, label, lambda name=name, dtype=dtype, impls=impls: bench(name, dtype, impls))
+            guarded(
+                rows, label, lambda name=name, dtype=dtype, impls=impls: bench(name, dtype, impls)
+            )
     _add_ratios(rows)
     return {"rows": rows, "batch": batch, "inner_steps": inner}
 
@@ -227,7 +229,7 @@ def improved_run(
         preset["model_kwargs"] = {"n_blocks": 2, "n_chans1": 8}
         preset["batch_size"] = 32
     synthetic = {"n_train": 128, "n_test": 64} if quick else {"n_train": 10000, "n_test": 2000}
-    ds, source = load_cifar2(None if quick else data_dir, synthetic_kw=synthetic)
+    ds, source = load_cifar2(data_dir, synthetic_kw=synthetic, real=not quick)
     row: dict[str, Any] = {"run": "improved-netresdeep", "data": source, **preset}
     bs = preset["batch_size"]
     try:
