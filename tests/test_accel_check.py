@@ -36,15 +36,26 @@ def test_gpu_steps_lower_for_cuda(model, kwargs):
     assert r["cpu_only_custom_calls"] == []
 
 
-def test_emulated_backend_is_what_the_library_sees_and_is_restored():
+def test_emulated_backend_is_restored():
     real = jax.default_backend()
     with common.emulate_backend("cuda"):
-        from relujax._src import perf
-
         assert jax.default_backend() == "cuda"
-        assert perf.scan_blocks_by_default() is True  # the GPU policy: scanned stacks
-        assert perf.compiler_options() is None
     assert jax.default_backend() == real
+
+
+def test_cpu_step_with_native_kernels_is_caught():
+    # The converse of test_gpu_steps_lower_for_cuda: where the policy runs relujax's native
+    # CPU kernels, the CPU step holds their custom calls, and the check finds them.
+    from relujax._src import perf
+
+    if jax.default_backend() != "cpu" or not getattr(perf, "native_enabled", lambda: False)():
+        pytest.skip("relujax's native CPU kernels are not in use in this process")
+    try:
+        r = common.export_step("netdepth", platform_name="cpu", batch=2)
+    except ValueError as e:  # jax.export refuses custom calls without a stability guarantee
+        assert "relujax_conv" in str(e)
+    else:
+        assert r["cpu_only_custom_calls"], "the native kernels' custom calls were not found"
 
 
 def test_cpu_only_custom_calls_are_found():

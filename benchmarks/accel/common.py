@@ -265,7 +265,7 @@ def export_step(
     Uses ``jax.export`` (no device of that kind needed). Returns the number of characters of
     the StableHLO module and the CPU-only custom calls found in it (must be none).
     """
-    backend = {"cuda": "cuda", "rocm": "rocm", "tpu": "tpu"}[platform_name]
+    backend = {"cpu": "cpu", "cuda": "cuda", "rocm": "rocm", "tpu": "tpu"}[platform_name]
     with emulate_backend(backend):
         jitted, args = app_step_parts(
             model, model_kwargs, batch=batch, num_classes=num_classes, dtype=dtype, steps=1

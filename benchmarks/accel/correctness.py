@@ -208,7 +208,6 @@ PARITY_FULL = [
     ("resnet20", "resnet20", {}),
 ]
 PARITY_QUICK = [
-    ("netdepth", "NetDepth", {}),
     ("netresdeep", "NetResDeep", {"n_chans1": 8, "n_blocks": 2, "shared_blocks": False}),
 ]
 
@@ -252,9 +251,10 @@ def scan_vs_unrolled(budget: Budget, *, quick: bool, tol: float = 1e-4) -> dict[
 
     from relujax.models import create_model
 
-    cases = [("netresdeep", {"n_blocks": 3, "n_chans1": 8})] if quick else []
-    cases += [] if quick else [("netresdeep", {"n_blocks": 20}), ("resnet20", {})]
-    cases += [("netresdeep", {"n_blocks": 3, "n_chans1": 8, "shared_blocks": True})]
+    cases = [("netresdeep", {"n_blocks": 3, "n_chans1": 8})]
+    if not quick:
+        cases = [("netresdeep", {"n_blocks": 20}), ("resnet20", {})]
+        cases += [("netresdeep", {"n_blocks": 3, "n_chans1": 8, "shared_blocks": True})]
     rows: list[dict[str, Any]] = []
     x = jax.random.normal(jax.random.key(0), (4 if quick else 16, 32, 32, 3), jnp.float32)
     for name, kw in cases:

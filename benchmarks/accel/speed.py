@@ -106,7 +106,7 @@ STEP_MODELS: dict[str, tuple[str, dict[str, Any], str, dict[str, Any], int]] = {
     "netresdeep2": ("netresdeep", {"n_blocks": 2}, "NetResDeep", {"n_blocks": 2}, 2),
 }
 STEP_FULL = ["netdepth", "netres", "netresdeep_shared", "netresdeep", "resnet20", "resnet56"]
-STEP_QUICK = ["netdepth", "netresdeep2"]
+STEP_QUICK = ["netresdeep2"]
 
 
 def _torch_runner(ctor, tkw, batch, num_classes, *, compile_: bool, bf16: bool, inner: int):
