@@ -138,7 +138,7 @@ def _headline(name: str, result: dict[str, Any]) -> str:
         return f"worst error {max(r.get('worst', 0.0) for r in rows):.1e} ({len(rows)} models)"
     if name == "short_run":
         r = rows[0]
-        return f"train loss {' -> '.join(f'{v:.3f}' for v in r['train_loss'])} ({r['data']})"
+        return f"train loss {' -> '.join(f'{v:.4f}' for v in r['train_loss'])} ({r['data']})"
     if name == "export":
         return f"{sum(bool(r['ok']) for r in rows)}/{len(rows)} steps lower for cuda"
     if name == "activation_speed":

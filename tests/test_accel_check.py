@@ -91,10 +91,22 @@ def test_unknown_section_is_an_error(tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_activation_tests_run_in_a_child_and_are_counted(tmp_path):
+    from benchmarks.accel import correctness
+
+    res = correctness.activation_tests(common.Budget(600.0), quick=True, out=tmp_path)
+    row = res["rows"][0]
+    assert row["ok"], row.get("tail") or row.get("error")
+    assert row["passed"] == row["collected"] > 0 and row["failed"] == 0
+
+
+@pytest.mark.slow
 def test_quick_run_end_to_end(tmp_path):
-    sections = "env,scan,short_run,export,activation_speed,train_steps,improved_run"
+    # Every section but the activation tests (above; the suite runs those files itself). The
+    # budget is generous so that a loaded CI machine skips nothing: --quick sizes are tiny.
+    sections = "env,parity,scan,short_run,export,activation_speed,train_steps,improved_run"
     doc = accel_check.main(
-        ["--quick", "--out", str(tmp_path), "--budget", "600", "--sections", sections]
+        ["--quick", "--out", str(tmp_path), "--budget", "1200", "--sections", sections]
     )
     saved = json.loads((tmp_path / "accel_check.json").read_text())
     assert list(saved["sections"]) == sections.split(",")
@@ -103,10 +115,10 @@ def test_quick_run_end_to_end(tmp_path):
         assert "error" not in res[name], (name, res[name].get("error"))
         for row in res[name]["rows"]:
             assert row.get("ok") is not False, (name, row)
-    assert (
-        res["short_run"]["rows"][0]["train_loss"][1] < res["short_run"]["rows"][0]["train_loss"][0]
-    )
-    assert all(r["ok"] for r in res["export"]["rows"])
+            assert row.get("skipped") in (None, "PyTorch not available"), (name, row)
+    losses = res["short_run"]["rows"][0]["train_loss"]
+    assert len(losses) == 2 and losses[1] < losses[0]
+    assert res["export"]["rows"] and all(r["ok"] for r in res["export"]["rows"])
     steps = [r for r in res["train_steps"]["rows"] if "step_ms" in r]
-    assert {r["impl"] for r in steps} >= {"relujax"} and all(r["step_ms"] > 0 for r in steps)
+    assert "relujax" in {r["impl"] for r in steps} and all(r["step_ms"] > 0 for r in steps)
     assert res["improved_run"]["rows"][0]["epochs_done"] >= 1

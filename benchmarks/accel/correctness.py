@@ -302,7 +302,7 @@ def short_run(
     """Two epochs of the book's NetDepth on CIFAR-2 (synthetic when absent): the loss falls."""
     from relujax.training import TrainConfig, train
 
-    synthetic = {"n_train": 256, "n_test": 64} if quick else {"n_train": 10000, "n_test": 2000}
+    synthetic = {"n_train": 512, "n_test": 64} if quick else {"n_train": 10000, "n_test": 2000}
     ds, source = load_cifar2(data_dir, synthetic_kw=synthetic, real=not quick)
     config = TrainConfig(
         model="netdepth",
@@ -311,7 +311,7 @@ def short_run(
         epochs=2,
         batch_size=32 if quick else 64,
         optimizer="momentum",
-        lr=0.01,
+        lr=0.05 if quick else 0.01,
         workdir=str(out / "short_run"),
         log_every=0,
         progress=False,
