@@ -37,7 +37,7 @@ from collections.abc import Callable
 from typing import Any
 
 from benchmarks import _harness as h
-from benchmarks.accel import correctness, speed
+from benchmarks.accel import common, correctness, speed
 from benchmarks.accel.common import Budget, error_record, platform
 
 # Seconds per section in the full run (of --budget 480); the improved run gets what is left.
@@ -266,7 +266,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "sections": {},
     }
     runners = _sections(args, out)
+
+    def save_partial(rows: list[dict[str, Any]]) -> None:
+        doc["sections"][current[0]] = {"rows": rows, "partial": True}
+        (out / "accel_check.json").write_text(json.dumps(doc, indent=1, default=h._jsonable))
+
+    current = [""]
+    common.on_progress = save_partial
     for name in wanted:
+        current[0] = name
         own = budgets.get(name, 0.0) * scale
         if name == "improved_run":
             own = overall.left() - RESERVE_S

@@ -48,6 +48,15 @@ def error_record(e: BaseException) -> dict[str, str]:
     return {"error": f"{type(e).__name__}: {e}"[:2000], "traceback": "".join(tb)[-4000:]}
 
 
+def _no_progress(rows: list[dict[str, Any]]) -> None:
+    del rows
+
+
+# Called with a section's rows after each of its checks (accel_check saves them: a run cut
+# short by the loan's limit keeps the checks it finished).
+on_progress: Callable[[list[dict[str, Any]]], None] = _no_progress
+
+
 def guarded(rows: list[dict[str, Any]], label: dict[str, Any], fn: Callable[[], Any]) -> Any:
     """Runs ``fn()``; on an exception appends ``label`` + the error to ``rows`` and returns None.
 
@@ -59,6 +68,8 @@ def guarded(rows: list[dict[str, Any]], label: dict[str, Any], fn: Callable[[], 
         rows.append({**label, "ok": False, **error_record(e)})
         print(f"  FAILED {label}: {type(e).__name__}: {e}"[:400], flush=True)
         return None
+    finally:
+        on_progress(rows)
 
 
 def platform() -> str:
@@ -265,7 +276,8 @@ def export_step(
     Uses ``jax.export`` (no device of that kind needed). Returns the number of characters of
     the StableHLO module and the CPU-only custom calls found in it (must be none).
     """
-    backend = {"cpu": "cpu", "cuda": "cuda", "rocm": "rocm", "tpu": "tpu"}[platform_name]
+    # jax.default_backend() says "gpu" for CUDA and ROCm devices.
+    backend = {"cpu": "cpu", "cuda": "gpu", "rocm": "gpu", "tpu": "tpu"}[platform_name]
     with emulate_backend(backend):
         jitted, args = app_step_parts(
             model, model_kwargs, batch=batch, num_classes=num_classes, dtype=dtype, steps=1
