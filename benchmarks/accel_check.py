@@ -81,12 +81,17 @@ def env_section(budget: Budget, **_: Any) -> dict[str, Any]:
     except Exception as e:  # noqa: BLE001 - API drift: recorded
         policy["perf_error"] = f"{type(e).__name__}: {e}"
     info["policy"] = policy
+    info["jax_default_matmul_precision"] = str(jax.config.jax_default_matmul_precision)
     try:
         import torch
 
         info["torch_cuda_device"] = (
             torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
         )
+        info["torch_allow_tf32"] = {
+            "cudnn": torch.backends.cudnn.allow_tf32,
+            "matmul": torch.backends.cuda.matmul.allow_tf32,
+        }
     except Exception as e:  # noqa: BLE001
         info["torch_cuda_device"] = f"unavailable: {type(e).__name__}"
     info["rows"] = [{"check": "env", "ok": True}]
@@ -293,6 +298,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["budget_s"] = round(own, 1)
         doc["sections"][name] = result
         (out / "accel_check.json").write_text(json.dumps(doc, indent=1, default=h._jsonable))
+    common.on_progress = common._no_progress
     doc["plots"] = write_plots(doc, out)
     doc["total_s"] = round(overall.elapsed(), 2)
     (out / "accel_check.json").write_text(json.dumps(doc, indent=1, default=h._jsonable) + "\n")

@@ -221,8 +221,16 @@ def torch_parity(budget: Budget, *, quick: bool, tol: float = 1e-4) -> dict[str,
     import torch
 
     device = "cuda" if torch.cuda.is_available() and platform() != "cpu" else "cpu"
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
+    try:
+        return _parity_rows(budget, quick=quick, tol=tol, device=device)
+    finally:  # the speed sections run both libraries at their defaults
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def _parity_rows(budget: Budget, *, quick: bool, tol: float, device: str) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     batch = 4 if quick else 16
     for name, ctor, kwargs in PARITY_QUICK if quick else PARITY_FULL:
