@@ -281,7 +281,7 @@ def improved_run(
         summary = train(config, dataset=ds, log=lambda line: print("  " + line, flush=True))
         row["compile_s"] = summary.get("compile_seconds")
         row["stopped_early"] = False
-    except Interrupted:
+    except (Interrupted, KeyboardInterrupt):  # the latter: the deadline came before the loop
         row["stopped_early"] = True
     except Exception as e:  # noqa: BLE001 - recorded
         row.update(ok=False, **error_record(e))
