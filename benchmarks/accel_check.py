@@ -81,7 +81,8 @@ def env_section(budget: Budget, **_: Any) -> dict[str, Any]:
     except Exception as e:  # noqa: BLE001 - API drift: recorded
         policy["perf_error"] = f"{type(e).__name__}: {e}"
     info["policy"] = policy
-    info["jax_default_matmul_precision"] = str(jax.config.jax_default_matmul_precision)
+    precision = getattr(jax.config, "jax_default_matmul_precision", "unknown")
+    info["jax_default_matmul_precision"] = str(precision)
     try:
         import torch
 
