@@ -90,6 +90,17 @@ def test_unknown_section_is_an_error(tmp_path, capsys):
     assert "speeed" in capsys.readouterr().err
 
 
+def test_activation_speed_covers_every_registered_activation():
+    # The full run times every activation of the registry: a new one must not break it.
+    import relujax
+    from benchmarks.accel import speed
+
+    names = list(relujax.ACTIVATIONS)
+    rows = speed.activation_speed(common.Budget(600.0), quick=True, names=names)["rows"]
+    assert [r["function"] for r in rows] == names
+    assert all("error" not in r and r["fb_ms_relujax"] > 0 and r["pct_of_copy"] > 0 for r in rows)
+
+
 @pytest.mark.slow
 def test_activation_tests_run_in_a_child_and_are_counted(tmp_path):
     from benchmarks.accel import correctness

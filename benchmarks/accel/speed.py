@@ -30,7 +30,9 @@ from benchmarks.accel.common import (
 # ---------------------------------------------------------------- activations
 
 
-def activation_speed(budget: Budget, *, quick: bool) -> dict[str, Any]:
+def activation_speed(
+    budget: Budget, *, quick: bool, names: list[str] | None = None
+) -> dict[str, Any]:
     """Forward+backward of every activation vs ``jax.nn`` vs a device-to-device copy.
 
     fwd+bwd reads x and the cotangent and writes y and dx: 4 arrays of n elements. The copy
@@ -65,7 +67,8 @@ def activation_speed(budget: Budget, *, quick: bool) -> dict[str, Any]:
 
         return _repeat(jax.jit(f), inner)
 
-    names = ["relu", "gelu"] if quick else list(relujax.ACTIVATIONS)
+    if names is None:
+        names = ["relu", "gelu"] if quick else list(relujax.ACTIVATIONS)
     rows: list[dict[str, Any]] = []
     for name in names:
         label = {"function": name}
