@@ -22,9 +22,21 @@ from benchmarks.accel.common import ROOT, Budget, error_record, guarded, load_ci
 _RESULT = re.compile(r"^(tests/\S+::\S+)\s+(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)")
 
 
+def _child_platform() -> str:
+    """The JAX_PLATFORMS value naming this backend (``"cuda"``/``"rocm"`` for ``"gpu"``)."""
+    name = platform()
+    if name != "gpu":
+        return name
+    try:
+        version = str(jax.devices()[0].client.platform_version).lower()
+    except Exception:  # noqa: BLE001 - API drift: assume CUDA
+        version = ""
+    return "rocm" if "rocm" in version else "cuda"
+
+
 def _pytest_env() -> dict[str, str]:
     env = dict(os.environ)
-    env.setdefault("JAX_PLATFORMS", platform())
+    env.setdefault("JAX_PLATFORMS", _child_platform())
     # This process holds most of the device's memory (JAX preallocates 75%): the children
     # allocate on demand from what is left instead of failing to preallocate their own 75%.
     env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
@@ -65,6 +77,7 @@ def activation_tests(
         select = ["-k", "relu and not leaky and not prelu and not rrelu"]
     env = _pytest_env()
     row: dict[str, Any] = {"check": "activation tests", "files": files}
+    row["jax_platforms"] = env["JAX_PLATFORMS"]
     collect = subprocess.run(
         base + ["--collect-only", "-q", *select, *files],
         cwd=ROOT,
