@@ -25,12 +25,17 @@ def _user_regime():
 
 
 @pytest.mark.parametrize(
-    "model,kwargs",
-    [("netdepth", {}), ("netresdeep", {"n_blocks": 2}), ("netresdeep", {"shared_blocks": True})],
+    "model,kwargs,dtype",
+    [
+        ("netdepth", {}, "float32"),
+        ("netresdeep", {}, "float32"),
+        ("netresdeep", {"shared_blocks": True}, "float32"),
+        ("netresdeep", {}, "bfloat16"),
+    ],
 )
-def test_gpu_steps_lower_for_cuda(model, kwargs):
+def test_gpu_steps_lower_for_cuda(model, kwargs, dtype):
     kwargs = {"n_blocks": 2, "n_chans1": 8, **kwargs} if model == "netresdeep" else kwargs
-    r = common.export_step(model, kwargs, platform_name="cuda", batch=2)
+    r = common.export_step(model, kwargs, platform_name="cuda", batch=2, dtype=dtype)
     assert r["platforms"] == ["cuda"]
     assert r["mlir_chars"] > 1000
     assert r["cpu_only_custom_calls"] == []
