@@ -63,7 +63,7 @@ def activation_tests(
     """The repository's activation test files, run by pytest in children on this backend.
 
     The tests are collected once and dealt round-robin to ``workers`` pytest processes run
-    side by side (default: a quarter of the CPUs, at most 8; on a GPU most of a test's time is
+    side by side (default: half the CPUs, at most 8; on a GPU most of a test's time is
     compiling on the host). ``JAX_PLATFORMS`` is set to the backend found here, so a child
     fails rather than falls back to the CPU. Children still running when the budget ends are
     killed; the tests they reported until then still count (``complete`` is False).
@@ -91,7 +91,7 @@ def activation_tests(
         tail = (collect.stdout + collect.stderr)[-3000:]
         return {"rows": [{**row, "ok": False, "error": "no tests collected", "tail": tail}]}
     if workers is None:
-        workers = 1 if quick else max(1, min(8, (os.cpu_count() or 1) // 4))
+        workers = 1 if quick else max(1, min(8, (os.cpu_count() or 1) // 2))
     workers = min(workers, len(ids))
     logs = [out / f"activation_tests_{i}.log" for i in range(workers)]
     procs = []
