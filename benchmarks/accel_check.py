@@ -129,6 +129,8 @@ def _status(result: dict[str, Any]) -> str:
         return "FAIL"
     if rows and all(r.get("skipped") for r in rows):
         return "skipped"
+    if any(r.get("incomplete") or r.get("skipped") for r in rows):
+        return "partial"
     return "ok"
 
 
@@ -139,7 +141,8 @@ def _headline(name: str, result: dict[str, Any]) -> str:
         return ""
     if name == "activation_tests":
         r = rows[0]
-        return f"{r['passed']} passed, {r['failed']} failed, {r['skipped']} skipped"
+        cut = f" of {r['collected']} (budget ran out)" if r.get("incomplete") else ""
+        return f"{r['passed']} passed{cut}, {r['failed']} failed, {r['skipped']} skipped"
     if name in ("parity", "scan"):
         return f"worst error {max(r.get('worst', 0.0) for r in rows):.1e} ({len(rows)} models)"
     if name == "short_run":
