@@ -141,8 +141,8 @@ def _headline(name: str, result: dict[str, Any]) -> str:
         return ""
     if name == "activation_tests":
         r = rows[0]
-        cut = f" of {r['collected']} (budget ran out)" if r.get("incomplete") else ""
-        return f"{r['passed']} passed{cut}, {r['failed']} failed, {r['skipped']} skipped"
+        cut = f" of {r.get('collected', '?')} (budget ran out)" if r.get("incomplete") else ""
+        return f"{r.get('passed', 0)} passed{cut}, {r.get('failed', 0)} failed"
     if name in ("parity", "scan"):
         return f"worst error {max(r.get('worst', 0.0) for r in rows):.1e} ({len(rows)} models)"
     if name == "short_run":
@@ -165,6 +165,15 @@ def _headline(name: str, result: dict[str, Any]) -> str:
             f"best val acc {r['best_val_acc']:.4f}"
         )
     return ""
+
+
+def _safe_headline(name: str, result: dict[str, Any]) -> str:
+    if "error" in result:
+        return result["error"][:80]
+    try:
+        return _headline(name, result)
+    except Exception as e:  # noqa: BLE001 - the closing table must always print
+        return f"(no headline: {type(e).__name__})"
 
 
 def np_median(values: list[float]) -> float:
@@ -190,7 +199,7 @@ def print_tables(doc: dict[str, Any]) -> None:
             "section": name,
             "status": _status(r),
             "seconds": r.get("seconds"),
-            "result": _headline(name, r) if _status(r) != "ERROR" else r.get("error", "")[:80],
+            "result": _safe_headline(name, r),
         }
         for name, r in res.items()
     ]
