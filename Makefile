@@ -57,3 +57,9 @@ plot: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache site dist build *.egg-info
+
+# One prepared accelerator check (benchmarks/README.md); ACCEL_ARGS e.g. --data-dir DIR --quick.
+ACCEL_OUT ?= benchmarks/out/accel
+.PHONY: accel-check
+accel-check:
+	PYTHONPATH=. $(PYTHON) -m benchmarks.accel_check --out $(ACCEL_OUT) $(ACCEL_ARGS)

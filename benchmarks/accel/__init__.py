@@ -1,0 +1,1 @@
+"""The sections of `python -m benchmarks.accel_check` (see its docstring)."""
