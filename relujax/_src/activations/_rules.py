@@ -33,6 +33,13 @@ def compute_dtype(dtype: jnp.dtype) -> np.dtype:
     return np.dtype(np.float32) if dtype.itemsize < 4 else dtype
 
 
+def meet_dtype(x_dtype: jnp.dtype, p_dtype: jnp.dtype) -> np.dtype:
+    """Where `x_dtype` values meet a hyperparameter of `p_dtype`: the wider of the two, and
+    float32 or wider (`jnp.promote_types` would do, but strict promotion forbids f32 with f16).
+    """
+    return max(compute_dtype(x_dtype), np.dtype(p_dtype), key=lambda d: d.itemsize)
+
+
 def is_zero(t: object) -> bool:
     """True for the symbolic zero tangent of an input that is not differentiated."""
     return isinstance(t, SymbolicZero)
@@ -62,5 +69,5 @@ def scale_param(dy_dp: jax.Array, t: jax.Array) -> jax.Array:
     over the broadcast axes in that wider dtype, so a bf16 input does not lose the gradient of
     an f32 parameter to bf16 accumulation.
     """
-    cd = jnp.promote_types(compute_dtype(dy_dp.dtype), t.dtype)
+    cd = meet_dtype(dy_dp.dtype, t.dtype)
     return (dy_dp.astype(cd) * t.astype(cd)).astype(dy_dp.dtype)
