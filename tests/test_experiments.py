@@ -9,9 +9,9 @@ import pytest
 from flax import nnx
 
 from relujax import data as rdata
+from relujax.train import PRESETS
 from train.experiments import eval_modes, relu_prime, report, study, study_report
 from train.experiments.book_targets import BOOK, IMPROVED, targets
-from relujax.train import PRESETS
 
 
 def test_every_target_names_a_preset():

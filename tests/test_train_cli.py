@@ -10,9 +10,9 @@ from flax import nnx
 
 from relujax import data as rdata
 from relujax import models
-from relujax.training import Checkpointer, NonFiniteLossError, TrainConfig, train
 from relujax._src.app import cli
 from relujax.train import PRESETS, resolve
+from relujax.training import Checkpointer, NonFiniteLossError, TrainConfig, train
 
 SMALL = ["--dataset", "synthetic", "--dataset-kw", "n_train=96", "--dataset-kw", "n_test=32"]
 

@@ -19,6 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
+from relujax._src.dtypes import promote
+
 F = TypeVar("F", bound=Callable)
 
 
@@ -34,10 +36,10 @@ def compute_dtype(dtype: jnp.dtype) -> np.dtype:
 
 
 def meet_dtype(x_dtype: jnp.dtype, p_dtype: jnp.dtype) -> np.dtype:
-    """Where `x_dtype` values meet a hyperparameter of `p_dtype`: the wider of the two, and
-    float32 or wider (`jnp.promote_types` would do, but strict promotion forbids f32 with f16).
+    """Where `x_dtype` values meet a hyperparameter of `p_dtype`: float32 or wider, and at least
+    `p_dtype` (an f32 slope times a bf16 `x` is computed in f32, even under strict promotion).
     """
-    return max(compute_dtype(x_dtype), np.dtype(p_dtype), key=lambda d: d.itemsize)
+    return promote(compute_dtype(x_dtype), p_dtype)
 
 
 def is_zero(t: object) -> bool:
