@@ -74,16 +74,11 @@ def test_docstring_examples_run():
     """Every example in the docstrings prints what it says (float32 default, as users see)."""
     modules = ["piecewise", "exponential", "smooth", "memory"]
     finder, runner = doctest.DocTestFinder(), doctest.DocTestRunner(verbose=False)
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", False)
-    try:
-        for module in [relujax] + [
-            importlib.import_module(f"relujax._src.activations.{m}") for m in modules
-        ]:
-            for test in finder.find(module, module.__name__):
-                runner.run(test)
-    finally:
-        jax.config.update("jax_enable_x64", previous)
+    for module in [relujax] + [
+        importlib.import_module(f"relujax._src.activations.{m}") for m in modules
+    ]:
+        for test in finder.find(module, module.__name__):
+            runner.run(test)
     result = runner.summarize(verbose=False)
     assert result.attempted >= 15 and result.failed == 0
 

@@ -58,6 +58,7 @@ def test_leaky_relu_kink_is_slope_not_one():
     np.testing.assert_allclose(jax.grad(relujax.leaky_relu)(0.0), 0.01, rtol=1e-7)
 
 
+@pytest.mark.x64
 @pytest.mark.parametrize("spec,kwargs", CASES)
 def test_check_grads_order2_away_from_kinks(spec, kwargs):
     x = jax.random.uniform(jax.random.key(0), (12,), jnp.float64, -8.0, 8.0)
@@ -147,6 +148,7 @@ def test_prelu_per_channel_alpha_gradient_sums_over_broadcast_axes():
     np.testing.assert_allclose(ga16, (cb64 * np.minimum(xb64, 0)).sum((0, 1, 2)), rtol=1e-5)
 
 
+@pytest.mark.x64
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
 def test_every_transformation(spec):
     """grad, jvp, vjp, jacfwd, jacrev, hessian, scan and checkpoint agree (eager and jit)."""

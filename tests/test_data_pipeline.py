@@ -21,11 +21,13 @@ def test_public_api_matches_all():
 # ---- epoch_indices --------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("enable_x64", [False, pytest.param(True, marks=pytest.mark.x64)], ids=str)
 @pytest.mark.parametrize("n,bs", [(10, 3), (12, 4), (5, 8)])
-def test_epoch_is_a_permutation_with_padding_masked(n, bs):
+def test_epoch_is_a_permutation_with_padding_masked(n, bs, enable_x64):
     idx, mask = rdata.epoch_indices(n, bs, seed=3, epoch=1)
+    assert jax.config.jax_enable_x64 == enable_x64
     assert idx.shape == mask.shape == (-(-n // bs), bs)
-    assert idx.dtype == jnp.int32 and mask.dtype == jnp.bool_  # even with x64 enabled
+    assert idx.dtype == jnp.int32 and mask.dtype == jnp.bool_  # with x64 enabled too
     real = np.asarray(idx)[np.asarray(mask)]
     assert sorted(real.tolist()) == list(range(n))  # every example exactly once
     assert np.asarray(mask).sum() == n and np.asarray(mask).ravel()[:n].all()
@@ -205,6 +207,7 @@ def test_single_device_mesh_in_process(small):
 
 
 @pytest.mark.slow
+@pytest.mark.x64
 def test_batches_split_over_two_devices():
     """A fresh process with 2 CPU devices (and x64 off): each holds half of every batch."""
     code = textwrap.dedent(

@@ -277,3 +277,41 @@ def test_batchnorm_model_padded_batch_steps_match_unpadded():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     for a, b in zip(jax.tree.leaves(p8), jax.tree.leaves(p5), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_bfloat16_step_with_float32_parameters_under_strict_promotion():
+    """A bf16 NetBatchNorm with a PReLU (f32 slope) trains under strict promotion (the suite's
+    default): parameters, running statistics and metrics keep their dtypes, and the step gives
+    bit for bit what it gives under standard promotion."""
+    from relujax.models import NetBatchNorm
+
+    model = NetBatchNorm(n_chans1=4, activation=PReLU(), dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+    model.train()
+    gd, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def get_batch(x, y, idx, *, mean, std, dtype, augment_key):
+        return x[idx].astype(dtype), y[idx]
+
+    tx = optax.sgd(0.1)
+    steps = rt.make_steps(
+        gd, gd, tx, get_batch=get_batch, mean=0.0, std=1.0, dtype=jnp.bfloat16, l2=1e-3
+    )
+    x = jax.random.normal(jax.random.key(0), (4, 32, 32, 3), jnp.float32)
+    y = jnp.array([0, 1, 1, 0], jnp.int32)
+    idx, mask = jnp.arange(4, dtype=jnp.int32)[None], jnp.ones((1, 4), bool)
+
+    def step():  # on copies: the step donates its state
+        p, r = jax.tree.map(jnp.copy, (params, rest))
+        return steps.train(p, r, tx.init(p), rt.zero_metrics(), x, y, idx, mask, 0, 0)
+
+    strict = step()
+    with jax.numpy_dtype_promotion("standard"):
+        standard = step()
+    new_params, new_rest, _, metrics = strict
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(new_params))
+    stats = nnx.filter_state(new_rest, nnx.BatchStat)
+    assert all(s.dtype == jnp.float32 for s in jax.tree.leaves(stats))
+    assert metrics["loss_sum"].dtype == jnp.float32 and np.isfinite(float(metrics["loss_sum"]))
+    assert int(metrics["count"]) == 4
+    for a, b in zip(jax.tree.leaves(strict), jax.tree.leaves(standard), strict=True):
+        np.testing.assert_array_equal(a, b)

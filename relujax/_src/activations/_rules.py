@@ -19,6 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
+from relujax._src.dtypes import promote
+
 F = TypeVar("F", bound=Callable)
 
 
@@ -31,6 +33,13 @@ def compute_dtype(dtype: jnp.dtype) -> np.dtype:
     """float16/bfloat16 are computed in float32 (like PyTorch's opmath); others as they are."""
     dtype = np.dtype(dtype)
     return np.dtype(np.float32) if dtype.itemsize < 4 else dtype
+
+
+def meet_dtype(x_dtype: jnp.dtype, p_dtype: jnp.dtype) -> np.dtype:
+    """Where `x_dtype` values meet a hyperparameter of `p_dtype`: float32 or wider, and at least
+    `p_dtype` (an f32 slope times a bf16 `x` is computed in f32, even under strict promotion).
+    """
+    return promote(compute_dtype(x_dtype), p_dtype)
 
 
 def is_zero(t: object) -> bool:
@@ -62,5 +71,5 @@ def scale_param(dy_dp: jax.Array, t: jax.Array) -> jax.Array:
     over the broadcast axes in that wider dtype, so a bf16 input does not lose the gradient of
     an f32 parameter to bf16 accumulation.
     """
-    cd = jnp.promote_types(compute_dtype(dy_dp.dtype), t.dtype)
+    cd = meet_dtype(dy_dp.dtype, t.dtype)
     return (dy_dp.astype(cd) * t.astype(cd)).astype(dy_dp.dtype)

@@ -20,16 +20,16 @@ from jax.typing import ArrayLike
 from relujax._src.activations import _bits, _checks
 from relujax._src.activations._rules import (
     add_tangents,
-    compute_dtype,
     is_zero,
     linear,
+    meet_dtype,
     scale_param,
 )
 
 
 def _mul(a: jax.Array, g: jax.Array) -> jax.Array:
     """`a * g` in `g`'s shape and dtype, computed in float32 or wider."""
-    cd = jnp.promote_types(compute_dtype(g.dtype), a.dtype)
+    cd = meet_dtype(g.dtype, a.dtype)
     return (a.astype(cd) * g.astype(cd)).astype(g.dtype)
 
 

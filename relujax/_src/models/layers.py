@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from relujax._src import perf, policy
+from relujax._src.dtypes import promote
 
 Dtype = jnp.dtype | type | None
 
@@ -171,8 +172,8 @@ class BatchNorm(nnx.Module):
             )
         if mask is not None:
             _check_mask(mask, x)
-        dtype = self.dtype or jnp.result_type(x.dtype, self.scale[...].dtype)
-        stat_dtype = jnp.promote_types(x.dtype, jnp.float32)
+        dtype = self.dtype or promote(x.dtype, self.scale[...].dtype)
+        stat_dtype = promote(x.dtype, jnp.float32)
         xs = x.astype(stat_dtype)
         axes = tuple(range(x.ndim - 1))
         if self.use_running_average:
