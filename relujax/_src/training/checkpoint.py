@@ -309,8 +309,9 @@ class Checkpointer:
 
 
 def _short(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return (text[0][:160] + "...") if text and len(text[0]) > 160 else (text[0] if text else "")
+    """The first line of an error, without TensorStore's object dump, at most 160 characters."""
+    text = (str(e).strip().splitlines() or [""])[0].split(". See full TensorStore")[0]
+    return text[:160] + "..." if len(text) > 160 else text
 
 
 def _abstract(x: Any) -> Any:
