@@ -25,6 +25,7 @@ def check_labels(ds: Any) -> None:
             not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= ds.num_classes
         ):
             bad = y.min() if y.min() < 0 else y.max()
+            bad = int(bad) if np.issubdtype(y.dtype, np.integer) else float(bad)
             raise ConfigError(
                 f"--dataset {ds.name}: y_{split} must hold integer labels in "
                 f"[0, {ds.num_classes}) (num_classes={ds.num_classes}), got {bad!r} "
