@@ -30,7 +30,7 @@ import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NB = 4  # batches per epoch: n_train / batch-size
-EPOCHS = 4
+EPOCHS = 3
 RUN = [
     "--model", "netdepth", "--model-kw", "n_chans1=4", "--dataset", "synthetic",
     "--dataset-kw", f"n_train={32 * NB}", "--dataset-kw", "n_test=32", "--batch-size", "32",
