@@ -168,3 +168,22 @@ def test_resume_skips_a_damaged_checkpoint_and_ends_bit_identical(tmp_path, tiny
     for k in a:
         np.testing.assert_array_equal(b[k], a[k], err_msg=k)
     assert len(list((hit.parent / "hit" / "checkpoints.damaged").iterdir())) == 1
+
+
+def test_resume_exits_2_when_no_checkpoint_verifies(tmp_path, capsys):
+    from relujax._src.app import cli
+
+    w = tmp_path / "w"
+    ckpt = Checkpointer(w / "checkpoints")
+    for s in (3, 6):
+        ckpt.save(s, _tree(s), {"epoch": s})
+        DAMAGE["metadata garbage"](w / "checkpoints" / str(s))
+    before = sorted(str(p) for p in w.rglob("*"))
+    argv = ["--dataset", "synthetic", "--dataset-kw", "n_train=64", "--dataset-kw", "n_test=32"]
+    code = cli.main([*argv, "--workdir", str(w), "--resume", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith(f"train: error: no checkpoint in {w / 'checkpoints'} verifies (step 6: ")
+    assert "step 3: its metadata does not read" in line and "Nothing was deleted" in line
+    assert sorted(str(p) for p in w.rglob("*") if p.name != ".lock") == before
