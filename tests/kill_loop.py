@@ -1,11 +1,13 @@
 """SIGKILL fault injection for `python -m train`: kill at random moments, resume, compare.
 
 Each round trains a tiny NetDepth on synthetic data in a fresh workdir, killing the process with
-SIGKILL at random moments (half of them aimed at the end of an epoch, where the evaluation, the
-checkpoint write and the metrics write happen) and resuming with `--resume` after each kill,
-until a run finishes. After every kill, metrics.jsonl must hold whole lines of consecutive
-epochs; at the end, the final checkpoint's arrays and the metrics (timings aside) must be
-bit-identical to those of an uninterrupted run. Rounds repeat until `kills` kills have landed.
+SIGKILL at random moments (45% aimed at the end of an epoch, where the evaluation, the checkpoint
+write and the metrics write happen; 45% anywhere in training; 10% during start-up) and resuming
+with `--resume` after each kill, until a run finishes. After every kill, metrics.jsonl must hold
+whole lines of consecutive epochs; at the end, the final checkpoint's arrays and the metrics
+(timings aside) must be bit-identical to those of an uninterrupted run. Rounds repeat until
+`kills` kills have landed. The counts say where kills landed, including how many caught a
+checkpoint or metrics write half done (its temporary folder or file left behind).
 
 tests/test_faults.py drives a few kills; the longer mode is this script:
 
@@ -124,7 +126,11 @@ def kill_loop(base: pathlib.Path, kills: int, seed: int = 0, log=print) -> dict:
     train_s = max(time.monotonic() - (compiled or t0), 0.5)
     want_metrics, want_arrays = read_metrics(ref), final_arrays(ref)
     log(f"reference: {time.monotonic() - t0:.1f} s, training part {train_s:.1f} s")
-    stats = {"kills": 0, "at_epoch_end": 0, "anywhere": 0, "runs": 1, "rounds": 0}
+    startup_s = max((compiled or t0) - p.start, 1.0)
+    stats = dict.fromkeys(
+        ("kills", "at_epoch_end", "in_training", "in_startup", "mid_checkpoint_write"), 0
+    )
+    stats.update(mid_metrics_write=0, runs=1, rounds=0)
     while stats["kills"] < kills:
         stats["rounds"] += 1
         work = base / f"round{stats['rounds']}"
@@ -134,13 +140,17 @@ def kill_loop(base: pathlib.Path, kills: int, seed: int = 0, log=print) -> dict:
             stats["runs"] += 1
             landed = False
             if stats["kills"] < kills:
-                if rng.random() < 0.5:  # at the end of a random epoch: eval, checkpoint, metrics
+                u = rng.random()
+                if u < 0.45:  # at the end of a random epoch: eval, checkpoint, metrics
                     e = rng.randint(min(len(read_metrics(work)) + 1, EPOCHS), EPOCHS)
                     seen = p.wait_for(f"epoch {e}/{EPOCHS} batch {NB - 1}/{NB}", timeout=900)
                     kind, delay = "at_epoch_end", rng.uniform(0.0, 0.6)
-                else:  # anywhere from start-up to the end of training
+                elif u < 0.9:  # anywhere in the training part
+                    seen = p.wait_for("compiled in", timeout=900)
+                    kind, delay = "in_training", rng.uniform(0.0, train_s)
+                else:  # during start-up (imports, data, restore, compilation)
                     seen = p.start
-                    kind, delay = "anywhere", rng.uniform(0.0, train_s + 3.0)
+                    kind, delay = "in_startup", rng.uniform(0.0, startup_s)
                 if seen is not None:
                     time.sleep(max(seen + delay - time.monotonic(), 0.0))
                     if p.proc.poll() is None:
@@ -151,6 +161,11 @@ def kill_loop(base: pathlib.Path, kills: int, seed: int = 0, log=print) -> dict:
             if landed and rc == -signal.SIGKILL:
                 stats["kills"] += 1
                 stats[kind] += 1
+                ckpts = work / "checkpoints"
+                if ckpts.is_dir() and any("tmp" in c.name for c in ckpts.iterdir()):
+                    stats["mid_checkpoint_write"] += 1  # orbax's unfinished temporary folder
+                if any(f.name.startswith(".metrics.jsonl.tmp") for f in work.iterdir()):
+                    stats["mid_metrics_write"] += 1
                 resume = True
                 continue
             assert rc == 0, f"rc {rc}:\n{p.text()}"

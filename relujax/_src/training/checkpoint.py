@@ -93,9 +93,13 @@ class Checkpointer:
     def __init__(self, directory: str | pathlib.Path, *, keep: int = 3) -> None:
         self.directory = pathlib.Path(directory).absolute()
         self.keep = keep
-        # Pruning is ours (see `save`), not orbax's: it would delete before verifying.
+        # Pruning is ours (see `save`), not orbax's: it would delete before verifying. The
+        # temporary folders of saves cut short (kill -9, a full disk) go at the next start.
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=None, create=True, enable_async_checkpointing=False
+            max_to_keep=None,
+            create=True,
+            enable_async_checkpointing=False,
+            cleanup_tmp_directories=True,
         )
         handlers = {"arrays": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
         self._manager = ocp.CheckpointManager(
