@@ -18,7 +18,6 @@ from relujax import data as rdata
 from relujax._src.training import checkpoint as ck
 from relujax.training import Checkpointer, CheckpointError, TrainConfig, train
 
-
 # A restore that fails leaves orbax's pending read coroutines to be collected unawaited.
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
