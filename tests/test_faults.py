@@ -213,3 +213,14 @@ def test_flags_are_checked_before_any_data_is_looked_for(
     assert code == 2 and out == "" and not looked
     line = _one_line(err)
     assert line.startswith("train: error: ") and match in line, line
+
+
+def test_images_the_model_cannot_take_exit_2_before_compiling(tmp_path, capsys):
+    argv = [*SMALL, "--dataset-kw", "image_size=28", "--workdir", str(tmp_path / "w")]
+    code, out, err = run_main(argv, capsys)
+    assert code == 2 and out == ""
+    line = _one_line(err)
+    assert line.startswith("train: error: --model netdepth on --dataset synthetic: NetDepth: "), (
+        line
+    )
+    assert "expected images of shape (N, 32, 32, 3) (NHWC), got (32, 28, 28, 3)" in line, line

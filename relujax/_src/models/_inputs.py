@@ -12,8 +12,13 @@ import math
 from typing import Any
 
 
+class ModelInputError(ValueError):
+    """An input a model cannot take (rank, layout, channels or size); says the fix."""
+
+
 def check_images(model: str, x: Any, *, channels: int = 3, size: int | None = None) -> None:
-    """ValueError unless `x` is an NHWC batch `(N, H, W, channels)` (with H = W = `size` if set).
+    """ModelInputError (a ValueError) unless `x` is an NHWC batch `(N, H, W, channels)`, with
+    H = W = `size` when set (models whose first linear layer fixes the image size).
 
     Example:
       >>> import numpy as np
@@ -27,27 +32,29 @@ def check_images(model: str, x: Any, *, channels: int = 3, size: int | None = No
     hw = f"{size}, {size}" if size else "H, W"
     want = f"{model}: expected images of shape (N, {hw}, {channels}) (NHWC), got {shape}"
     if len(shape) == 3 and shape[-1] == channels:
-        raise ValueError(f"{want}: one image, not a batch; add the batch axis: x[None]")
+        raise ModelInputError(f"{want}: one image, not a batch; add the batch axis: x[None]")
     if len(shape) != 4:
-        raise ValueError(f"{want}; pass a batch of images (N, H, W, C)")
+        raise ModelInputError(f"{want}; pass a batch of images (N, H, W, C)")
     if shape[-1] != channels:
         if shape[1] == channels:
-            raise ValueError(f"{want}; relujax models take NHWC: x.transpose(0, 2, 3, 1)")
+            raise ModelInputError(f"{want}; relujax models take NHWC: x.transpose(0, 2, 3, 1)")
         fix = "repeat a grayscale channel: x.repeat(3, axis=-1)" if shape[-1] == 1 else ""
-        raise ValueError(f"{want}; the last axis holds the channels" + (f": {fix}" if fix else ""))
+        raise ModelInputError(
+            f"{want}; the last axis holds the channels" + (f": {fix}" if fix else "")
+        )
     if size is not None and shape[1:3] != (size, size):
-        raise ValueError(
+        raise ModelInputError(
             f"{want}; this model's first linear layer is sized for {size}x{size} images: resize "
             f"or pad them, e.g. jax.image.resize(x, (N, {size}, {size}, {channels}), 'bilinear')"
         )
 
 
 def check_features(model: str, x: Any, features: int) -> None:
-    """ValueError unless the last axis of `x` holds `features` features (`(N, features)`)."""
+    """ModelInputError (a ValueError) unless the last axis of `x` holds `features` features."""
     shape = tuple(getattr(x, "shape", ()))
     if shape and shape[-1] == features:
         return
     fix = f"the last axis must hold the {features} features"
     if len(shape) > 2 and math.prod(shape[1:]) == features:
         fix = "flatten the images: x.reshape(x.shape[0], -1)"
-    raise ValueError(f"{model}: expected inputs of shape (N, {features}), got {shape}; {fix}")
+    raise ModelInputError(f"{model}: expected inputs of shape (N, {features}), got {shape}; {fix}")

@@ -13,6 +13,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from relujax._src.models._inputs import ModelInputError
 from relujax._src.training import metrics as mio
 from relujax._src.training.checkpoint import Checkpointer, CheckpointError
 from relujax._src.training.config import ConfigError, TrainConfig
@@ -201,9 +202,19 @@ def _train(
     # Compile both steps once, ahead of time: a mismatched call errors instead of recompiling.
     t0 = time.perf_counter()
     idx0, mask0 = _epoch_table(rdata, ds, config, 0, mesh)
-    train_c = steps.train.lower(
-        *state.tree().values(), data.x_train, data.y_train, idx0, mask0, step_ids[0], step_ids[0]
-    ).compile()
+    try:
+        lowered = steps.train.lower(
+            *state.tree().values(),
+            data.x_train,
+            data.y_train,
+            idx0,
+            mask0,
+            step_ids[0],
+            step_ids[0],
+        )
+    except ModelInputError as e:  # e.g. netdepth (32x32 RGB) on MNIST (28x28 grayscale)
+        raise ConfigError(f"--model {config.model} on --dataset {ds.name}: {e}") from e
+    train_c = lowered.compile()
     eval_c = steps.evaluate.lower(
         state.params,
         state.rest,
