@@ -181,7 +181,11 @@ def _train(
         epoch, batch, history = meta["epoch"], meta["batch"], meta["history"]
         seconds_before = meta.get("epoch_seconds", 0.0)
         if ckpt.skipped:
-            aside = [ckpt.set_aside(s) for s, _ in ckpt.skipped] if lead else []
+            aside: list[pathlib.Path] = []
+            for s, _ in ckpt.skipped if lead else []:  # its step must be written anew
+                write_or_stop(
+                    ckpt.directory / str(s), ckpt, lambda s=s: aside.append(ckpt.set_aside(s))
+                )
             reasons = "; ".join(f"step {s}: {why}" for s, why in ckpt.skipped)
             moved = f", moved to {aside[0].parent}" if aside else ""
             log(f"--resume: skipped damaged checkpoint(s) ({reasons}){moved}")
