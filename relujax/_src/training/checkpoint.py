@@ -79,6 +79,9 @@ class Checkpointer:
       directory: the checkpoints folder.
       keep: how many verified checkpoints to keep; older ones are deleted only after a newer
         one has been written, read back and verified.
+      cleanup: delete the temporary folders of saves cut short (kill -9, a full disk). Only for
+        the run that owns the folder (it holds the workdir lock): a reader of a live run's
+        checkpoints would delete the save in progress.
 
     Example:
         >>> import tempfile, jax.numpy as jnp
@@ -90,16 +93,17 @@ class Checkpointer:
         (1.0, 1)
     """
 
-    def __init__(self, directory: str | pathlib.Path, *, keep: int = 3) -> None:
+    def __init__(
+        self, directory: str | pathlib.Path, *, keep: int = 3, cleanup: bool = False
+    ) -> None:
         self.directory = pathlib.Path(directory).absolute()
         self.keep = keep
-        # Pruning is ours (see `save`), not orbax's: it would delete before verifying. The
-        # temporary folders of saves cut short (kill -9, a full disk) go at the next start.
+        # Pruning is ours (see `save`), not orbax's: it would delete before verifying.
         options = ocp.CheckpointManagerOptions(
             max_to_keep=None,
             create=True,
             enable_async_checkpointing=False,
-            cleanup_tmp_directories=True,
+            cleanup_tmp_directories=cleanup,
         )
         handlers = {"arrays": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
         self._manager = ocp.CheckpointManager(

@@ -164,7 +164,7 @@ def _train(
     )
     probe_gd = train_gd if config.eval_train_mode else eval_gd
     probe = DeadUnitProbe(probe_gd, rdata.get_batch, data, dtype, rep)
-    ckpt = Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
+    ckpt = Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints, cleanup=True)
 
     # Where to start: fresh, or from the last good checkpoint.
     epoch, batch, history, seconds_before = 0, 0, [], 0.0
