@@ -20,6 +20,7 @@ from relujax._src.training.checkpoint import Checkpointer as Checkpointer
 from relujax._src.training.checkpoint import CheckpointError as CheckpointError
 from relujax._src.training.config import ConfigError as ConfigError
 from relujax._src.training.config import TrainConfig as TrainConfig
+from relujax._src.training.guards import WriteError as WriteError
 from relujax._src.training.loop import Interrupted as Interrupted
 from relujax._src.training.loop import NonFiniteLossError as NonFiniteLossError
 from relujax._src.training.loop import train as train
@@ -45,6 +46,7 @@ __all__ = [
     "NonFiniteLossError",
     "StepFns",
     "TrainConfig",
+    "WriteError",
     "cross_entropy",
     "decay_mask",
     "l2_penalty",

@@ -1,8 +1,12 @@
 """`python -m train`: command-line parsing, default dataset resolution, exit codes.
 
 Exit codes: 0 done; 1 the loss diverged (the last good checkpoint is kept); 2 bad flags, data or
-resume (one line on stderr, no traceback); 128 + signal number after SIGINT/SIGTERM (a
-checkpoint was saved: rerun with --resume).
+resume, a workdir in use by another run, or no checkpoint that verifies (one line on stderr, no
+traceback); 3 an output could not be written (disk full, read-only filesystem: the last good
+checkpoint is kept, rerun with --resume once there is room); 128 + signal number after
+SIGINT/SIGTERM (a checkpoint was saved: rerun with --resume).
+
+Every flag is checked before any data is looked for, so a typo costs no download.
 """
 
 from __future__ import annotations
@@ -50,8 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "presets: " + ", ".join(sorted(PRESETS)) + ". "
             "Outputs in --workdir: metrics.jsonl, summary.json, curves.png, checkpoints/. "
-            "Exit codes: 0 ok, 1 loss diverged, 2 bad flags/data, 130/143 interrupted "
-            "(checkpoint saved; continue with --resume)."
+            "Exit codes: 0 ok, 1 loss diverged, 2 bad flags/data/workdir, 3 could not write "
+            "(disk full or read-only; last checkpoint kept), 130/143 interrupted (checkpoint "
+            "saved; continue with --resume)."
         ),
     )
     g = p.add_argument_group("what to train")
@@ -166,6 +171,74 @@ def _parse_kw(items: Sequence[str], flag: str) -> dict[str, Any]:
     return out
 
 
+def check_flags(fields: dict[str, Any]) -> None:
+    """ConfigError for any flag that cannot work, before data is looked for or loaded.
+
+    Validates the TrainConfig fields, the dataset name, and the model with its activation and
+    --model-kw by building it abstractly (`nnx.eval_shape`: no parameters are allocated).
+    """
+    from flax import nnx
+
+    from relujax import data as rdata
+    from relujax import models
+    from relujax.training import ConfigError, TrainConfig
+
+    probe = {"dataset": "cifar2", "workdir": "runs/check", **fields}
+    config = TrainConfig(**probe)
+    name = config.dataset.strip().lower()
+    if name not in rdata.DATASETS and not name.startswith("npz:"):
+        raise ConfigError(
+            f"--dataset: unknown dataset {config.dataset!r}; expected one of {list(rdata.DATASETS)}"
+        )
+    if config.model.lower() not in models.MODELS:
+        raise ConfigError(
+            f"--model: unknown model {config.model!r}; expected one of {sorted(models.MODELS)}"
+        )
+    kwargs = dict(config.model_kwargs)
+    if config.activation is not None:
+        kwargs["activation"] = config.activation
+    if config.dtype != "float32":
+        import jax.numpy as jnp
+
+        kwargs["dtype"] = jnp.dtype(config.dtype)
+    try:
+        nnx.eval_shape(
+            lambda: models.create_model(config.model.lower(), rngs=nnx.Rngs(0), **kwargs)
+        )
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"--model {config.model}: {e}") from e
+
+
+def check_workdir(workdir: str, resume: bool) -> None:
+    """ConfigError when `workdir` cannot be this run's: a file, not writable, in use by another
+    run (see relujax/_src/training/lock.py), or holding checkpoints without --resume."""
+    from relujax._src.training.lock import WorkdirLock
+    from relujax.training import ConfigError
+
+    path = pathlib.Path(workdir)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--workdir {workdir}: is a file, not a folder; choose another --workdir")
+    base = path
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        raise ConfigError(f"--workdir {workdir}: {base} is a file, not a folder")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise ConfigError(f"--workdir {workdir}: {base} is not writable by this user")
+    if not path.is_dir():
+        return
+    WorkdirLock(path).acquire().release()  # WorkdirBusy: name the process that holds it
+    ckpts = path / "checkpoints"
+    steps = (
+        sorted(int(p.name) for p in ckpts.iterdir() if p.name.isdigit()) if ckpts.is_dir() else []
+    )
+    if steps and not resume:
+        raise ConfigError(
+            f"--workdir {workdir} already holds checkpoints (steps {steps}); pass --resume to "
+            "continue that run, or choose a new --workdir"
+        )
+
+
 def _default_workdir(fields: dict[str, Any], resume: bool) -> str:
     stem = fields.get("preset") or f"{fields.get('model', 'netdepth')}-{fields['dataset']}"
     runs = pathlib.Path("runs")
@@ -221,20 +294,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         training.maybe_initialize_distributed()
         fields = config_fields(args)
+        check_flags(fields)
+        if "workdir" in fields:
+            check_workdir(fields["workdir"], args.resume)
         dataset = None
         if "dataset" not in fields:
             dataset, found_in = _default_dataset(fields, err)
             fields["dataset"] = dataset.name
             if found_in is not None:
                 fields.setdefault("data_dir", found_in)
-        fields.setdefault("workdir", _default_workdir(fields, args.resume))
+        if "workdir" not in fields:
+            fields["workdir"] = _default_workdir(fields, args.resume)
+            check_workdir(fields["workdir"], args.resume)
         config = training.TrainConfig(**fields)
         if dataset is None:
-            dataset = rdata.load_dataset(config.dataset, config.data_dir, **config.dataset_kwargs)
+            try:
+                dataset = rdata.load_dataset(
+                    config.dataset, config.data_dir, **config.dataset_kwargs
+                )
+            except TypeError as e:  # a --dataset-kw the dataset does not take
+                raise training.ConfigError(f"--dataset-kw: {e}") from e
         summary = training.train(config, resume=args.resume, dataset=dataset)
     except training.NonFiniteLossError as e:
         err(f"train: {e}")
         return 1
+    except training.WriteError as e:
+        if os.environ.get("RELUJAX_DEBUG"):
+            raise
+        err(f"train: error: {e}")
+        return 3
     except training.Interrupted as e:
         err(f"train: {e}")
         return 128 + e.signum
@@ -273,4 +361,4 @@ def _print_summary(summary: dict[str, Any]) -> None:
     print(f"curves:  {workdir / summary['curves']}")
 
 
-__all__ = ["build_parser", "config_fields", "main"]
+__all__ = ["build_parser", "check_flags", "check_workdir", "config_fields", "main"]

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from relujax._src.models._inputs import check_features, check_images
 from relujax._src.models.layers import BatchNorm, Dtype, conv, linear, max_pool
 from relujax._src.models.monitor import ActivationLike, activation_factory
 
@@ -52,6 +53,7 @@ class SimpleNN(nnx.Module):
 
     def __call__(self, x: jax.Array, *, mask: jax.Array | None = None) -> jax.Array:
         del mask  # no BatchNorm: padded rows only need masking out of the loss
+        check_features(type(self).__name__, x, self.fc1.in_features)
         return self.fc2(self.act(self.fc1(x)))
 
 
@@ -130,6 +132,7 @@ class _TwoConvNet(nnx.Module):
         self.torch_flatten = (("fc1", (c2, 8, 8)),)
 
     def __call__(self, x: jax.Array, *, mask: jax.Array | None = None) -> jax.Array:
+        check_images(type(self).__name__, x, size=32)
         if self.dtype is not None:
             x = x.astype(self.dtype)
         out = self.conv1(x)
@@ -328,6 +331,7 @@ class NetDepth(nnx.Module):
 
     def __call__(self, x: jax.Array, *, mask: jax.Array | None = None) -> jax.Array:
         del mask  # no BatchNorm: padded rows only need masking out of the loss
+        check_images(type(self).__name__, x, size=32)
         if self.dtype is not None:
             x = x.astype(self.dtype)
         out = max_pool(self.act1(self.conv1(x)), 2)

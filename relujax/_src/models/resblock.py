@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from relujax._src.models._inputs import check_images
 from relujax._src.models.layers import BatchNorm, Dtype, conv, kaiming_normal, linear, max_pool
 from relujax._src.models.monitor import ActivationLike, activation_factory
 from relujax._src.models.stack import BlockStack
@@ -110,6 +111,7 @@ class NetResDeep(nnx.Module):
         self.torch_flatten = (("fc1", (n_chans1, 8, 8)),)
 
     def __call__(self, x: jax.Array, *, mask: jax.Array | None = None) -> jax.Array:
+        check_images("NetResDeep", x, size=32)
         if self.dtype is not None:
             x = x.astype(self.dtype)
         out = max_pool(self.act1(self.conv1(x)), 2)

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from relujax._src.models._inputs import check_images
 from relujax._src.models.layers import BatchNorm, Dtype, conv, kaiming_normal, linear
 from relujax._src.models.monitor import ActivationLike, activation_factory
 from relujax._src.models.stack import BlockStack
@@ -108,6 +109,7 @@ class CifarResNet(nnx.Module):
                 f"CifarResNet: depth must be 6n + 2 (20, 32, 44, 56, 110), got {depth!r}."
             )
         n = (depth - 2) // 6
+        self.depth = depth
         make_act = activation_factory(activation, "relu", where="CifarResNet")
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         he = kaiming_normal("fan_in")
@@ -126,6 +128,7 @@ class CifarResNet(nnx.Module):
         self.linear = linear(64, num_classes, kernel_init=he, **kw)
 
     def __call__(self, x: jax.Array, *, mask: jax.Array | None = None) -> jax.Array:
+        check_images(f"resnet{self.depth}", x)
         if self.dtype is not None:
             x = x.astype(self.dtype)
         out = self.act1(self.bn1(self.conv1(x), mask=mask))

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from relujax._src.models._inputs import check_images
 from relujax._src.models.layers import BatchNorm, Dtype, conv, kaiming_normal, linear, max_pool
 from relujax._src.models.monitor import ActivationLike, activation_factory
 from relujax._src.models.resnet_cifar import Stage
@@ -114,6 +115,7 @@ class ImageNetResNet(nnx.Module):
                 f"ImageNetResNet: depth must be one of {sorted(_DEPTHS)}, got {depth!r}."
             )
         kind, counts = _DEPTHS[depth]
+        self.depth = depth
         act = activation_factory(activation, "relu", where="ImageNetResNet")
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.dtype = dtype
@@ -141,6 +143,7 @@ class ImageNetResNet(nnx.Module):
         self.fc = linear(512 * expansion, num_classes, **kw)
 
     def __call__(self, x: jax.Array, *, mask: jax.Array | None = None) -> jax.Array:
+        check_images(f"resnet{self.depth}", x)
         if self.dtype is not None:
             x = x.astype(self.dtype)
         out = max_pool(self.act1(self.bn1(self.conv1(x), mask=mask)), 3, 2, padding=1)

@@ -22,9 +22,12 @@ from relujax._src.data.sharding import (
     table_sharding,
     to_host,
 )
+from relujax._src.models._inputs import ModelInputError
 from relujax._src.training import metrics as mio
-from relujax._src.training.checkpoint import Checkpointer
+from relujax._src.training.checkpoint import Checkpointer, CheckpointError
 from relujax._src.training.config import ConfigError, TrainConfig
+from relujax._src.training.guards import WriteError, check_labels, kept, why, write_or_stop
+from relujax._src.training.lock import WorkdirLock
 from relujax._src.training.optim import make_optimizer
 from relujax._src.training.progress import Progress
 from relujax._src.training.setup import (
@@ -91,25 +94,50 @@ def train(
     Writes metrics.jsonl, summary.json, curves.png and checkpoints/ in `config.workdir`.
     `dataset` (default: `relujax.data.load_dataset(config.dataset, config.data_dir, ...)`) and
     `model_fn(config, num_classes)` (default: `relujax.models.create_model`) can be injected.
-    Raises ConfigError for a config that cannot run or resume, NonFiniteLossError when the loss
-    diverges, and Interrupted after SIGINT/SIGTERM once the checkpoint is written.
+    Raises ConfigError for a config that cannot run or resume (WorkdirBusy, a ConfigError, while
+    another process runs in the workdir), CheckpointError when no checkpoint verifies,
+    NonFiniteLossError when the loss diverges, WriteError when an output cannot be written,
+    and Interrupted after SIGINT/SIGTERM once the checkpoint is written.
 
     Example:
         >>> from relujax.training import TrainConfig, train
         >>> cfg = TrainConfig(model="netdepth", dataset="synthetic", epochs=1, workdir="/tmp/rj")
         >>> summary = train(cfg)  # doctest: +SKIP
     """
+    workdir = pathlib.Path(config.workdir)
+    lock = None
+    if jax.process_index() == 0:  # the process that writes the workdir's files
+        try:
+            workdir.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise ConfigError(f"--workdir {workdir}: exists and is not a folder") from None
+        except OSError as e:
+            raise WriteError(f"--workdir {workdir}: cannot create it ({why(e)})") from e
+        lock = WorkdirLock(workdir).acquire()
+    try:
+        return _train(config, resume, dataset, model_fn, log)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(
+    config: TrainConfig,
+    resume: bool,
+    dataset: Any,
+    model_fn: Callable[[TrainConfig, int], Any] | None,
+    log: Callable[[str], None] | None,
+) -> dict[str, Any]:
     from relujax import data as rdata
 
     lead = jax.process_index() == 0  # the process that logs and writes the metrics files
     progress = Progress(bar=config.progress, stream=None if lead else open(os.devnull, "w"))
     log = (log or progress.line) if lead else (lambda line: None)
     workdir = pathlib.Path(config.workdir)
-    if lead:
-        workdir.mkdir(parents=True, exist_ok=True)
     if dataset is None:
         dataset = rdata.load_dataset(config.dataset, config.data_dir, **config.dataset_kwargs)
     ds = dataset
+    check_labels(ds)
     mesh = data_mesh()
     check_batching(config, ds, mesh.size)
     model = (model_fn or build_model)(config, ds.num_classes)
@@ -139,7 +167,7 @@ def train(
     log(f"speed policy: {speed}")
     probe_gd = train_gd if config.eval_train_mode else eval_gd
     probe = DeadUnitProbe(probe_gd, rdata.get_batch, data, dtype, rep)
-    ckpt = Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
+    ckpt = Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints, cleanup=True)
 
     # Where to start: fresh, or from the last good checkpoint.
     epoch, batch, history, seconds_before = 0, 0, [], 0.0
@@ -149,16 +177,27 @@ def train(
             "to continue that run, or choose a new --workdir"
         )
     if resume and ckpt.steps():
-        meta = ckpt.read_meta()
-        config.check_resumable(meta["config"])
-        tree, meta = ckpt.restore(state.tree())
+        tree, meta = ckpt.restore(
+            state.tree(), check_meta=lambda m: config.check_resumable(m["config"])
+        )
         state = RunState.from_tree(tree)
         epoch, batch, history = meta["epoch"], meta["batch"], meta["history"]
         seconds_before = meta.get("epoch_seconds", 0.0)
+        if ckpt.skipped:
+            aside: list[pathlib.Path] = []
+            for s, _ in ckpt.skipped if lead else []:  # its step must be written anew
+                write_or_stop(
+                    ckpt.directory / str(s), ckpt, lambda s=s: aside.append(ckpt.set_aside(s))
+                )
+            reasons = "; ".join(f"step {s}: {why}" for s, why in ckpt.skipped)
+            moved = f", moved to {aside[0].parent}" if aside else ""
+            log(f"--resume: skipped damaged checkpoint(s) ({reasons}){moved}")
         where = f"epoch {epoch + 1} batch {batch}" if batch else f"the end of epoch {epoch}"
-        log(f"resuming {workdir} from {where} (checkpoint step {ckpt.latest_step()})")
+        log(f"resuming {workdir} from {where} (checkpoint step {epoch * nb + batch})")
         if lead:
-            mio.write_metrics(workdir, history)
+            write_or_stop(
+                workdir / "metrics.jsonl", ckpt, lambda: mio.write_metrics(workdir, history)
+            )
     elif resume:
         log(f"--resume: no checkpoint in {workdir}/checkpoints yet; starting from scratch")
 
@@ -170,9 +209,19 @@ def train(
     # Compile both steps once, ahead of time: a mismatched call errors instead of recompiling.
     t0 = time.perf_counter()
     idx0, mask0 = _epoch_table(rdata, ds, config, 0, mesh)
-    train_c = steps.train.lower(
-        *state.tree().values(), data.x_train, data.y_train, idx0, mask0, step_ids[0], step_ids[0]
-    ).compile()
+    try:
+        lowered = steps.train.lower(
+            *state.tree().values(),
+            data.x_train,
+            data.y_train,
+            idx0,
+            mask0,
+            step_ids[0],
+            step_ids[0],
+        )
+    except ModelInputError as e:  # e.g. netdepth (32x32 RGB) on MNIST (28x28 grayscale)
+        raise ConfigError(f"--model {config.model} on --dataset {ds.name}: {e}") from e
+    train_c = lowered.compile()
     eval_c = steps.evaluate.lower(
         state.params,
         state.rest,
@@ -198,7 +247,16 @@ def train(
             "history": history,
             "epoch_seconds": seconds,
         }
-        ckpt.save(epoch_ * nb + batch_, state.tree(), meta)
+        step = epoch_ * nb + batch_
+        try:
+            ckpt.save(step, state.tree(), meta)
+        except CheckpointError:
+            raise
+        except Exception as e:  # orbax/tensorstore wrap the OSError of a full or read-only disk
+            raise WriteError(
+                f"could not write checkpoint {step} in {ckpt.directory} ({why(e)}); stopped. "
+                f"{kept(ckpt)}"
+            ) from e
 
     hint = " or --dtype float32" if config.dtype != "float32" else ""
 
@@ -283,8 +341,12 @@ def train(
             if epoch % config.checkpoint_every == 0 or last_epoch or "signum" in stop:
                 save(epoch, 0, 0.0)
             if lead:
-                mio.write_metrics(workdir, history)
-                mio.plot_curves(workdir, history)
+                write_or_stop(
+                    workdir / "metrics.jsonl", ckpt, lambda: mio.write_metrics(workdir, history)
+                )
+                write_or_stop(
+                    workdir / "curves.png", ckpt, lambda: mio.plot_curves(workdir, history)
+                )
             log(_epoch_line(record, config.epochs))
             if "signum" in stop and not last_epoch:
                 raise Interrupted(stop["signum"], _stopped(stop["signum"], ckpt, epoch, 0))
@@ -305,7 +367,7 @@ def train(
         "policy": speed.describe(),
     }
     if lead:
-        mio.write_summary(workdir, summary)
+        write_or_stop(workdir / "summary.json", ckpt, lambda: mio.write_summary(workdir, summary))
     ckpt.close()
     return summary
 

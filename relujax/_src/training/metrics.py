@@ -1,7 +1,8 @@
 """What a run leaves in its workdir: metrics.jsonl, summary.json and curves.png.
 
-Every file is replaced atomically (written beside, then renamed), so an interrupted run never
-leaves a truncated file; metrics.jsonl is rewritten from the checkpoint's history on resume.
+Every file is replaced atomically (written beside, fsynced, then renamed), so an interrupted or
+failed write (kill -9, a full disk) leaves the previous file whole: metrics.jsonl never holds a
+partial line. It is rewritten from the checkpoint's history on resume.
 """
 
 from __future__ import annotations
@@ -16,11 +17,15 @@ from typing import Any
 
 def _atomic_write(path: pathlib.Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a full disk or a signal: the old file stays whole, no stray temp
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _json_safe(x: Any) -> Any:
@@ -104,7 +109,12 @@ def plot_curves(workdir: str | pathlib.Path, history: Sequence[Mapping[str, Any]
         ax.grid(alpha=0.3)
         ax.legend()
     tmp = path.with_name(f".curves.tmp{os.getpid()}.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        fig.savefig(tmp, dpi=100)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
     return path
