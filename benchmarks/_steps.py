@@ -114,8 +114,8 @@ def app_step(
 ) -> Step:
     """``python -m train``'s step for model ``name`` at ``batch`` images (plain SGD)."""
     from relujax import data as rdata
+    from relujax._src.data import sharding as sh
     from relujax._src.training import setup
-    from relujax._src.training import sharding as sh
     from relujax.training import TrainConfig, make_optimizer, make_steps, zero_metrics
 
     s = spec(name)
@@ -132,11 +132,11 @@ def app_step(
         epochs=1,
     )
     ds = rdata.load_dataset("synthetic", num_classes=s.num_classes, n_train=batch, n_test=batch)
-    mesh = sh.make_mesh()
+    mesh = sh.data_mesh()
     model = setup.build_model(config, ds.num_classes)
     train_gd, eval_gd, params, rest = setup.split_model(model)
     tx, _ = make_optimizer(config, model, params, 1)
-    rep = sh.replicated(mesh)
+    rep = sh.replicated_sharding(mesh)
     state = [sh.put(t, rep) for t in (params, rest, tx.init(params), zero_metrics())]
     d = setup.data_on_device(ds, mesh)
     steps = make_steps(
@@ -147,10 +147,10 @@ def app_step(
         mean=d.mean,
         std=d.std,
         dtype=setup.DTYPES[dtype],
-        batch_sharding=sh.batch_sharded(mesh),
+        batch_sharding=sh.batch_sharding(mesh),
     )
     idx, mask = rdata.epoch_indices(batch, batch, seed=0, epoch=0)
-    table = sh.table_sharded(mesh)
+    table = sh.table_sharding(mesh)
     zero = sh.put(np.int32(0), rep)
     args = (d.x_train, d.y_train)
     args += (sh.put(np.asarray(idx, np.int32), table), sh.put(np.asarray(mask, bool), table))
@@ -215,15 +215,30 @@ def _torch_models() -> Any:
 
 def torch_step(name: str, batch: int, *, dtype: str = "float32", compile_: bool = False) -> Step:
     """The PyTorch original's SGD step (bfloat16: autocast), eager or ``torch.compile``."""
+    s = spec(name)
+    return torch_ctor_step(
+        s.torch_ctor, s.torch_kwargs, batch, s.num_classes, dtype=dtype, compile_=compile_
+    )
+
+
+def torch_ctor_step(
+    ctor: str,
+    kwargs: dict[str, Any],
+    batch: int,
+    num_classes: int,
+    *,
+    dtype: str = "float32",
+    compile_: bool = False,
+) -> Step:
+    """:func:`torch_step` for ``tests/torch_models.py``'s class ``ctor`` built with ``kwargs``."""
     import torch
     import torch.nn.functional as F
 
-    s = spec(name)
     device = h.torch_device()
     torch.manual_seed(0)
-    model = getattr(_torch_models(), s.torch_ctor)(**s.torch_kwargs).to(device).train()
+    model = getattr(_torch_models(), ctor)(**kwargs).to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
-    x, y = data(batch, s.num_classes)
+    x, y = data(batch, num_classes)
     xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device)
     yt = torch.from_numpy(y.astype(np.int64)).to(device)
     fwd = torch.compile(model) if compile_ else model

@@ -4,9 +4,9 @@ All take NHWC inputs, return logits, take ``activation=`` and keyword-only ``rng
 BatchNorm/Dropout/RReLU with ``model.train()`` / ``model.eval()``.
 """
 
-from relujax._src.extras import require
+from relujax._src.extras import require as _require
 
-require("relujax.models", "nn", "flax")
+_require("relujax.models", "nn", "flax")
 
 from relujax._src.models.book import MLP as MLP
 from relujax._src.models.book import Net as Net

@@ -1,8 +1,8 @@
 """Flax NNX activation modules: the functional activations of :mod:`relujax` as layers."""
 
-from relujax._src.extras import require
+from relujax._src.extras import require as _require
 
-require("relujax.nn", "nn", "flax")
+_require("relujax.nn", "nn", "flax")
 
 from relujax._src.nn.activations import CELU as CELU
 from relujax._src.nn.activations import ELU as ELU

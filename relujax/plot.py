@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from relujax._src.activations.registry import ACTIVATIONS
-from relujax._src.extras import require
+from relujax._src.extras import require as _require
 
 __all__ = ["plot_activations", "main"]
 
@@ -54,7 +54,7 @@ def plot_activations(
       >>> path.suffix, path.stat().st_size > 0
       ('.png', True)
     """
-    require("relujax.plot", "plot", "matplotlib")
+    _require("relujax.plot", "plot", "matplotlib")
     import matplotlib
 
     matplotlib.use("Agg")

@@ -5,9 +5,9 @@ From a checkout, `python -m train` runs the same command. Presets: `relujax-trai
 
 import sys
 
-from relujax._src.extras import require
+from relujax._src.extras import require as _require
 
-require("relujax.train", "train", "flax", "optax", "orbax.checkpoint", "matplotlib", "rich")
+_require("relujax.train", "train", "flax", "optax", "orbax.checkpoint", "matplotlib", "rich")
 
 from relujax._src import allocator
 from relujax._src.app.cli import build_parser as build_parser

@@ -9,9 +9,9 @@ Example:
     'constant'
 """
 
-from relujax._src.extras import require
+from relujax._src.extras import require as _require
 
-require("relujax.training", "train", "flax", "optax", "orbax.checkpoint", "matplotlib", "rich")
+_require("relujax.training", "train", "flax", "optax", "orbax.checkpoint", "matplotlib", "rich")
 
 from relujax._src.data.sharding import (
     maybe_initialize_distributed as maybe_initialize_distributed,

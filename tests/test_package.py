@@ -149,7 +149,7 @@ def test_wheel_installs_relujax_alone(tmp_path):
     entry_points = zipfile.ZipFile(wheel).read(
         f"relujax-{relujax.__version__}.dist-info/entry_points.txt"
     )
-    assert b"relujax-train = relujax.train:main" in entry_points
+    assert b"relujax-train = relujax.train:run" in entry_points
 
 
 def test_benchmarks_write_under_the_current_directory():

@@ -126,10 +126,11 @@ COMPILE_ORDER = ["netdepth", "netres", "resnet20", "resnet56", "netresdeep_share
 
 
 def _torch_runner(ctor, tkw, batch, num_classes, *, compile_: bool, bf16: bool, inner: int):
-    from benchmarks.train_step import _data, torch_step
+    from benchmarks._steps import torch_ctor_step
 
-    x, y = _data(batch, num_classes)
-    run, compile_s, peak = torch_step(ctor, tkw, x, y, compile_=compile_, bf16=bf16)
+    dtype = "bfloat16" if bf16 else "float32"
+    step = torch_ctor_step(ctor, tkw, batch, num_classes, dtype=dtype, compile_=compile_)
+    run, compile_s, peak = step.run, step.compile_s, step.peak_bytes
 
     def many():
         out = None

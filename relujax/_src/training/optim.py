@@ -58,7 +58,7 @@ def make_schedule(config: TrainConfig, steps_per_epoch: int) -> optax.Schedule:
     the run in `config.decay_at`, He et al.'s 0.5 and 0.75 by default), each after a linear
     warm-up from 0 over `config.warmup_epochs`.
     """
-    total = config.epochs * steps_per_epoch
+    total = int(config.epochs * steps_per_epoch)
     warmup = int(round(config.warmup_epochs * steps_per_epoch))
     lr = config.lr
     if config.schedule == "constant":
