@@ -3,12 +3,13 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# pytest runs on 2 workers (pytest-xdist); PYTEST_ARGS= runs it serially.
 # Extras installed into .venv (editable): `test` brings the training application's (`train`) and
 # the test tools, `docs` the site's. CI adds `torch` (PyTorch parity tests); without it they skip.
 EXTRAS ?= test,docs
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= -n 2
 TRAIN_ARGS ?=
 
 .PHONY: venv test train docs dist bench lint format plot clean
