@@ -10,8 +10,8 @@ sections ordered by value, each with its own time budget:
 3. ``parity``: relujax vs the PyTorch originals (``tests/torch_models.py``) on the same device,
    logits and gradients;
 4. ``scan``: scanned vs unrolled block stacks agree;
-5. ``short_run``: 2 epochs of NetDepth on CIFAR-2 (``--data-dir``, ``$RELUJAX_DATA`` or
-   ``shared/data``; synthetic when absent): the loss falls;
+5. ``short_run``: 2 epochs of NetDepth on CIFAR-2 (``--data-dir`` or ``$RELUJAX_DATA``;
+   synthetic when absent): the loss falls;
 6. ``export``: only without a GPU: the app's steps, as built for ``gpu``, lower for CUDA;
 7. ``activation_speed``: each activation's fwd+bwd vs ``jax.nn`` and vs a copy of the same bytes;
 8. ``train_steps``: the app's training step of NetDepth, NetRes, NetResDeep(100, shared and

@@ -90,9 +90,8 @@ def emulate_backend(name: str) -> contextlib.AbstractContextManager[None]:
 
 
 def data_dir_candidates(data_dir: str | None) -> list[str]:
-    """Where CIFAR-2 is looked for: --data-dir, $RELUJAX_DATA, shared/data in or beside the repo."""
+    """Where CIFAR-2 is looked for: --data-dir, then $RELUJAX_DATA (as the library does)."""
     cands = [data_dir, os.environ.get("RELUJAX_DATA")]
-    cands += [str(ROOT / "shared" / "data"), str(ROOT.parent / "shared" / "data")]
     return [c for c in cands if c]
 
 
