@@ -24,8 +24,8 @@ def build_model(config: TrainConfig, num_classes: int) -> nnx.Module:
     """`relujax.models.create_model` for `config` (ConfigError for an unknown name or argument)."""
     from relujax import models
 
-    names = sorted(getattr(models, "MODELS", {}))
-    if config.model.lower() not in getattr(models, "MODELS", {}):
+    names = sorted(models.MODELS)
+    if config.model.lower() not in models.MODELS:
         raise ConfigError(f"--model: unknown model {config.model!r}; expected one of {names}")
     kwargs = dict(config.model_kwargs)
     if config.activation is not None:
@@ -130,12 +130,8 @@ class DeadUnitProbe:
         self.sharding = sharding
         self.idx = put(np.arange(n, dtype=np.int32), sharding)
         self.data = data
-        self.enabled = True
-        try:
-            from relujax.models import dead_unit_stats, set_monitor
-        except ImportError:
-            self.enabled = False
-            return
+        from relujax.models import dead_unit_stats, set_monitor
+
         self._set_monitor = set_monitor
 
         def probe(gd, params, rest, x, y, idx):
@@ -149,8 +145,6 @@ class DeadUnitProbe:
         self._probe = jax.jit(probe, static_argnums=0)
 
     def __call__(self, params: nnx.State, rest: nnx.State) -> dict[str, dict[str, float]]:
-        if not self.enabled:
-            return {}
         model = nnx.merge(self.graphdef, params, rest)
         self._set_monitor(model, True)
         gd, p, r = nnx.split(model, nnx.Param, ...)
