@@ -1,7 +1,7 @@
 """What the book's evaluation in training mode costs: one checkpoint, evaluated both ways.
 
     python -m train.experiments.eval_modes runs/repro/book-batchnorm runs/repro/book-dropout \
-        --data-dir ../shared/data --repeats 5
+        --data-dir DATA --repeats 5
 
 The book evaluates with the model left in training mode: BatchNorm normalises with the
 statistics of each validation batch (and keeps updating its running statistics), Dropout keeps

@@ -1,6 +1,6 @@
 """Does ReLU'(0) matter? The experiment of Bertoin et al. (NeurIPS 2021) on CIFAR-2.
 
-    python -m train.experiments.relu_prime --data-dir ../shared/data --seeds 0 1 2 \
+    python -m train.experiments.relu_prime --data-dir DATA --seeds 0 1 2 \
         --epochs 10 --out docs/relu_prime
 
 For each seed, two copies of one model (same initial weights, same shuffled batches, plain SGD,

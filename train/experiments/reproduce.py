@@ -1,6 +1,6 @@
 """Run a list of presets one after the other, each in its own workdir, resuming where it stopped.
 
-    python -m train.experiments.reproduce --data-dir ../shared/data --out runs/repro \
+    python -m train.experiments.reproduce --data-dir DATA --out runs/repro \
         book-net book-netwidth book-l2 book-dropout book-batchnorm book-netdepth book-netres
     python -m train.experiments.report runs/repro --plot docs/reproduction.png
 
