@@ -1,7 +1,7 @@
 """Activation speed and memory: relujax vs jax.nn vs PyTorch vs the elementwise limit.
 
-For every function of ``relujax.ACTIVATIONS`` (at its default arguments), on a float32 array
-well past the caches:
+For every function of ``relujax.ACTIVATIONS`` at its default arguments and at each of its
+registered variants (e.g. ``gelu(approximate=True)``), on a float32 array well past the caches:
 
 * forward and forward+backward (``y, vjp(g)``) time and effective GB/s, for relujax, its
   ``jax.nn`` counterpart and ``torch.nn.functional`` on the same machine, timed in turn;
@@ -42,6 +42,7 @@ _TORCH_CALLS = {
     "celu": lambda F, x, t: F.celu(x),
     "selu": lambda F, x, t: F.selu(x),
     "gelu": lambda F, x, t: F.gelu(x),
+    "gelu(approximate=True)": lambda F, x, t: F.gelu(x, approximate="tanh"),
     "silu": lambda F, x, t: F.silu(x),
     "softplus": lambda F, x, t: F.softplus(x),
 }
@@ -123,6 +124,19 @@ def block_hlo(act) -> dict[str, int]:
     return count_kernels(text)
 
 
+def cases(names: list[str]) -> list[tuple[str, Any, dict[str, Any]]]:
+    """(label, spec, kwargs) for each function's default arguments and each registered variant."""
+    out = []
+    for name in names:
+        spec = relujax.ACTIVATIONS[name]
+        for kw in spec.cases():
+            changed = {k: v for k, v in kw.items() if spec.default_kwargs.get(k) != v}
+            args = ", ".join(f"{k}={v}" for k, v in changed.items())
+            label = f"{name}({args})" if changed else name
+            out.append((label, spec, kw))
+    return out
+
+
 def run(args) -> dict[str, Any]:
     quick = args.quick
     n = 2**18 if quick else 2**24
@@ -137,9 +151,8 @@ def run(args) -> dict[str, Any]:
     rows = []
     hlo_rows = []
     names = args.only.split(",") if args.only else list(relujax.ACTIVATIONS)
-    for name in names:
-        spec = relujax.ACTIVATIONS[name]
-        kw = dict(spec.default_kwargs)
+    for label, spec, kw in cases(names):
+        name = label
         fns_f, fns_b = {}, {}
         fns_f["relujax"], fns_b["relujax"] = _jax_fns(lambda x, kw=kw, f=spec.fn: f(x, **kw), x, g)
         if spec.jax_nn is not None:
@@ -173,7 +186,7 @@ def run(args) -> dict[str, Any]:
             hlo_rows.append(hl)
         rows.append(row)
         print(
-            f"{name:10s} fwd+bwd {row['fb_ms_relujax']:.2f} ms "
+            f"{name:22s} fwd+bwd {row['fb_ms_relujax']:.2f} ms "
             f"({row['fb_GBps_relujax']:.1f} GB/s, {row['fb_pct_of_limit']:.0f}% of limit)",
             flush=True,
         )
