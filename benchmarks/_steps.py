@@ -87,8 +87,9 @@ class Step:
 
     run: Callable[[], Any]
     compile_s: float | None
-    peak_bytes: int | None  # XLA: arguments + outputs + temporaries; PyTorch: saved for backward
+    peak_bytes: int | None  # XLA: arguments + outputs + temporaries; PyTorch: CUDA allocator peak
     memory: dict[str, int] | None = None  # XLA's compiled memory analysis
+    saved_bytes: int | None = None  # kept for the backward pass (see saved_bytes)
 
 
 def data(batch: int, num_classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -96,6 +97,37 @@ def data(batch: int, num_classes: int, seed: int = 0) -> tuple[np.ndarray, np.nd
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((batch, 32, 32, 3), dtype=np.float32)
     return x, rng.integers(0, num_classes, batch).astype(np.int32)
+
+
+def saved_bytes(
+    name: str, batch: int, *, dtype: str = "float32", activation: str | None = None
+) -> int:
+    """Bytes the model's loss keeps for its backward pass: the residuals of ``jax.vjp``.
+
+    The like-for-like counterpart of the bytes PyTorch's autograd saves (counted with
+    ``saved_tensors_hooks`` in :func:`torch_ctor_step`): each saved array once per use, the
+    weights and inputs a layer keeps included. Shapes only (``jax.eval_shape``); nothing runs.
+    """
+    from flax import nnx
+
+    from relujax.models import create_model
+
+    s = spec(name)
+    kwargs = dict(s.kwargs)
+    if activation is not None:
+        kwargs["activation"] = _activation(activation)
+    if dtype != "float32":
+        kwargs["dtype"] = jnp.dtype(dtype)
+    model = create_model(s.model, rngs=nnx.Rngs(0), **kwargs)
+    model.train()
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    x, _ = data(batch, s.num_classes)
+
+    def loss(params, x):
+        return jnp.sum(nnx.merge(graphdef, params, rest, copy=True)(x).astype(jnp.float32))
+
+    residuals = jax.eval_shape(lambda p, x: jax.tree.leaves(jax.vjp(loss, p, x)[1]), params, x)
+    return sum(r.size * jnp.dtype(r.dtype).itemsize for r in residuals)
 
 
 def _xla_peak(memory: dict[str, int] | None) -> int | None:
@@ -165,39 +197,88 @@ def app_step(
     return Step(run, seconds, _xla_peak(memory), memory)
 
 
+PLAIN_JITS = ("nnx.jit", "cached", "jax.jit")
+
+
 def plain_step(
-    name: str, batch: int, *, dtype: str = "float32", model_kwargs: dict[str, Any] | None = None
+    name: str,
+    batch: int,
+    *,
+    dtype: str = "float32",
+    model_kwargs: dict[str, Any] | None = None,
+    jit: str = "nnx.jit",
 ) -> Step:
-    """A user's ``nnx.jit`` step on ``create_model(name)`` (default arguments but
-    ``model_kwargs``, e.g. a depth)."""
+    """A user's step on ``create_model(name)`` (default arguments but ``model_kwargs``).
+
+    ``jit`` says how the user compiles it: ``"nnx.jit"``, Flax's documented pattern (``nnx.jit``
+    over ``nnx.value_and_grad`` and ``nnx.Optimizer``; Flax walks the model's graph on every call);
+    ``"cached"``, the same function through ``nnx.cached_partial`` (Flax's remedy for that
+    per-call cost); ``"jax.jit"``, ``jax.jit`` over the ``nnx.split`` state with optax.
+    """
     import optax
     from flax import nnx
 
     from relujax.models import create_model
 
+    if jit not in PLAIN_JITS:
+        raise ValueError(f"plain_step: jit must be one of {PLAIN_JITS}, got {jit!r}")
     s = spec(name)
     kwargs = {**s.kwargs, **(model_kwargs or {})}
     if dtype != "float32":
         kwargs["dtype"] = jnp.dtype(dtype)
     model = create_model(s.model, rngs=nnx.Rngs(0), **kwargs)
     model.train()
+    x, y = (jnp.asarray(a) for a in data(batch, s.num_classes))
+
+    def loss_of(logits):
+        return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), y).mean()
+
+    if jit == "jax.jit":
+        return _split_step(model, optax.sgd(1e-3), loss_of, x)
     optimizer = nnx.Optimizer(model, optax.sgd(1e-3), wrt=nnx.Param)
 
     @nnx.jit
-    def step(model, optimizer, x, y):
-        def loss_fn(model):
-            logits = model(x).astype(jnp.float32)
-            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-
-        loss, grads = nnx.value_and_grad(loss_fn)(model)
+    def step(model, optimizer, x):
+        loss, grads = nnx.value_and_grad(lambda model: loss_of(model(x)))(model)
         optimizer.update(model, grads)
         return loss
 
-    x, y = (jnp.asarray(a) for a in data(batch, s.num_classes))
     # The executable compiled here is the one the first call reuses (it only traces again).
-    compiled, seconds = h.compile_jitted(step, model, optimizer, x, y)
+    compiled, seconds = h.compile_jitted(step, model, optimizer, x)
     memory = h.memory_analysis(compiled)
-    return Step(lambda: step(model, optimizer, x, y), seconds, _xla_peak(memory), memory)
+    if jit == "cached":
+        cached = nnx.cached_partial(step, model, optimizer)
+        return Step(lambda: cached(x), seconds, _xla_peak(memory), memory)
+    return Step(lambda: step(model, optimizer, x), seconds, _xla_peak(memory), memory)
+
+
+def _split_step(model: Any, tx: Any, loss_of: Callable, x: jax.Array) -> Step:
+    """``jax.jit`` over a model's ``nnx.split`` state: params and batch statistics donated."""
+    import optax
+    from flax import nnx
+
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def step(params, rest, opt_state, x):
+        def loss_fn(params):
+            m = nnx.merge(graphdef, params, rest, copy=True)
+            return loss_of(m(x)), nnx.state(m, nnx.Not(nnx.Param))
+
+        (loss, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), rest, opt_state, loss
+
+    jitted = jax.jit(step, donate_argnums=(0, 1, 2))
+    state = [params, rest, tx.init(params)]
+    compiled, seconds = h.compile_jitted(jitted, *state, x)
+
+    def run():
+        out = compiled(*state, x)  # the old state is donated
+        state[:] = out[:3]
+        return out[3]
+
+    memory = h.memory_analysis(compiled)
+    return Step(run, seconds, _xla_peak(memory), memory)
 
 
 @functools.cache
@@ -264,19 +345,26 @@ def torch_ctor_step(
         saved[0] += t.numel() * t.element_size()
         return t
 
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        run()
+    peak = None
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
         run()
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated()
-    else:
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            run()
-        peak = saved[0]
-    return Step(run, seconds, peak)
+    return Step(run, seconds, peak, saved_bytes=saved[0])
 
 
-IMPLS = ("app", "app[ACTIVATION]", "plain", "torch", "torch.compile")
+IMPLS = (
+    "app",
+    "app[ACTIVATION]",
+    "plain",
+    "plain[cached]",
+    "plain[jax.jit]",
+    "torch",
+    "torch.compile",
+)
 
 
 def check_impl(impl: str) -> str:
@@ -289,10 +377,13 @@ def check_impl(impl: str) -> str:
 def build(impl: str, name: str, batch: int, *, dtype: str = "float32") -> Step:
     """The step ``impl`` names (one of IMPLS) for model ``name`` at ``batch`` images."""
     check_impl(impl)
-    if impl == "app":
-        return app_step(name, batch, dtype=dtype)
-    if impl.startswith("app[") and impl.endswith("]"):
-        return app_step(name, batch, dtype=dtype, activation=impl[4:-1])
-    if impl == "plain":
-        return plain_step(name, batch, dtype=dtype)
-    return torch_step(name, batch, dtype=dtype, compile_=impl == "torch.compile")
+    if impl.startswith("torch"):
+        return torch_step(name, batch, dtype=dtype, compile_=impl == "torch.compile")
+    activation = impl[4:-1] if impl.startswith("app[") else None
+    if impl.startswith("app"):
+        step = app_step(name, batch, dtype=dtype, activation=activation)
+    else:
+        jit = impl[6:-1] if impl.startswith("plain[") else "nnx.jit"
+        step = plain_step(name, batch, dtype=dtype, jit=jit)
+    step.saved_bytes = saved_bytes(name, batch, dtype=dtype, activation=activation)
+    return step
