@@ -87,9 +87,10 @@ class Step:
 
     run: Callable[[], Any]
     compile_s: float | None
-    peak_bytes: int | None  # XLA: arguments + outputs + temporaries; PyTorch: CUDA allocator peak
+    # XLA: arguments + outputs + temporaries. PyTorch: the CUDA allocator's peak; on CPU the
+    # bytes autograd saves for backward, a lower bound of its peak.
+    peak_bytes: int | None
     memory: dict[str, int] | None = None  # XLA's compiled memory analysis
-    saved_bytes: int | None = None  # kept for the backward pass (see saved_bytes)
 
 
 def data(batch: int, num_classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -97,37 +98,6 @@ def data(batch: int, num_classes: int, seed: int = 0) -> tuple[np.ndarray, np.nd
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((batch, 32, 32, 3), dtype=np.float32)
     return x, rng.integers(0, num_classes, batch).astype(np.int32)
-
-
-def saved_bytes(
-    name: str, batch: int, *, dtype: str = "float32", activation: str | None = None
-) -> int:
-    """Bytes the model's loss keeps for its backward pass: the residuals of ``jax.vjp``.
-
-    The like-for-like counterpart of the bytes PyTorch's autograd saves (counted with
-    ``saved_tensors_hooks`` in :func:`torch_ctor_step`): each saved array once per use, the
-    weights and inputs a layer keeps included. Shapes only (``jax.eval_shape``); nothing runs.
-    """
-    from flax import nnx
-
-    from relujax.models import create_model
-
-    s = spec(name)
-    kwargs = dict(s.kwargs)
-    if activation is not None:
-        kwargs["activation"] = _activation(activation)
-    if dtype != "float32":
-        kwargs["dtype"] = jnp.dtype(dtype)
-    model = create_model(s.model, rngs=nnx.Rngs(0), **kwargs)
-    model.train()
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    x, _ = data(batch, s.num_classes)
-
-    def loss(params, x):
-        return jnp.sum(nnx.merge(graphdef, params, rest, copy=True)(x).astype(jnp.float32))
-
-    residuals = jax.eval_shape(lambda p, x: jax.tree.leaves(jax.vjp(loss, p, x)[1]), params, x)
-    return sum(r.size * jnp.dtype(r.dtype).itemsize for r in residuals)
 
 
 def _xla_peak(memory: dict[str, int] | None) -> int | None:
@@ -345,15 +315,16 @@ def torch_ctor_step(
         saved[0] += t.numel() * t.element_size()
         return t
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        run()
-    peak = None
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
         run()
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated()
-    return Step(run, seconds, peak, saved_bytes=saved[0])
+    else:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            run()
+        peak = saved[0]
+    return Step(run, seconds, peak)
 
 
 IMPLS = (
@@ -379,11 +350,8 @@ def build(impl: str, name: str, batch: int, *, dtype: str = "float32") -> Step:
     check_impl(impl)
     if impl.startswith("torch"):
         return torch_step(name, batch, dtype=dtype, compile_=impl == "torch.compile")
-    activation = impl[4:-1] if impl.startswith("app[") else None
     if impl.startswith("app"):
-        step = app_step(name, batch, dtype=dtype, activation=activation)
-    else:
-        jit = impl[6:-1] if impl.startswith("plain[") else "nnx.jit"
-        step = plain_step(name, batch, dtype=dtype, jit=jit)
-    step.saved_bytes = saved_bytes(name, batch, dtype=dtype, activation=activation)
-    return step
+        activation = impl[4:-1] if impl.startswith("app[") else None
+        return app_step(name, batch, dtype=dtype, activation=activation)
+    jit = impl[6:-1] if impl.startswith("plain[") else "nnx.jit"
+    return plain_step(name, batch, dtype=dtype, jit=jit)

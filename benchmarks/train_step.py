@@ -18,13 +18,13 @@ By default the steps run side by side in one process, called in turn (each turn 
 once untimed, then once timed, as consecutive steps of a training loop; medians over the
 rounds), so a slow spell of a shared machine hits every candidate alike; both frameworks run
 under the same allocator (``relujax._src.allocator``, named in the JSON's machine info).
-``vs_torch`` is PyTorch eager's median step time over the row's. Memory, like for like:
-``saved_MiB``, the bytes kept for the backward pass (JAX: the residuals of ``jax.vjp`` of the
-model's loss; PyTorch: the tensors autograd saves, through ``saved_tensors_hooks``), and
-``saved_vs_torch`` the row's over PyTorch's; ``peak_MiB``, the whole step's peak where a
-framework reports one (XLA's compiled memory analysis: arguments + outputs + temporaries;
-PyTorch: the CUDA allocator's peak, none on CPU). Compile time is measured apart (trace +
-lower + compile).
+``vs_torch`` is PyTorch eager's median step time over the row's; ``peak_vs_torch`` the row's
+peak memory over PyTorch's. Peak memory: for JAX, XLA's compiled memory analysis of the whole
+step (arguments + outputs + temporaries: parameters, batch and optimizer state included); for
+PyTorch on CUDA the allocator's peak, and on CPU, where PyTorch reports none, the bytes autograd
+saves for the backward pass (``saved_tensors_hooks``), a lower bound of its peak. On CPU the
+ratio is therefore one-sided: at or below 1 it shows the JAX step's whole peak at or below
+PyTorch's; above 1 it shows nothing. Compile time is measured apart (trace + lower + compile).
 
 Variants, as flags:
 
@@ -67,7 +67,7 @@ FULL = ["netdepth", "netres", "netresdeep_shared", "netresdeep", "resnet20", "re
 QUICK = ["netdepth", "netresdeep2"]
 DEFAULT_IMPLS = "app,plain,torch"
 COLUMNS = ["model", "batch", "impl", "step_ms", "images_per_s", "vs_torch", "compile_s"]
-COLUMNS += ["saved_MiB", "saved_vs_torch", "peak_MiB"]
+COLUMNS += ["peak_MiB", "peak_vs_torch"]
 
 
 def make_row(
@@ -84,22 +84,19 @@ def make_row(
         "images_per_s": batch / med,
         "compile_s": step.compile_s,
         "peak_MiB": None if step.peak_bytes is None else step.peak_bytes / 2**20,
-        "saved_MiB": None if step.saved_bytes is None else step.saved_bytes / 2**20,
         "xla_memory": step.memory,
         "samples": [round(v, 6) for v in samples],
     }
 
 
 def add_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Sets ``vs_torch``, ``saved_vs_torch`` and ``peak_vs_torch`` against the ``torch`` row of
-    the same group (a ratio is None where either side lacks the figure)."""
+    """Sets ``vs_torch`` and ``peak_vs_torch`` against the ``torch`` row of the same group."""
     ref = {(r["model"], r["batch"], r["dtype"]): r for r in rows if r["impl"] == "torch"}
     for r in rows:
         t = ref.get((r["model"], r["batch"], r["dtype"]))
         r["vs_torch"] = None if t is None else t["step_ms"] / r["step_ms"]
-        for key in ("saved", "peak"):
-            mine, theirs = r.get(f"{key}_MiB"), None if t is None else t.get(f"{key}_MiB")
-            r[f"{key}_vs_torch"] = mine / theirs if mine is not None and theirs else None
+        ok = t is not None and t["peak_MiB"] and r["peak_MiB"] is not None
+        r["peak_vs_torch"] = r["peak_MiB"] / t["peak_MiB"] if ok else None
     return rows
 
 

@@ -130,8 +130,7 @@ def _torch_runner(ctor, tkw, batch, num_classes, *, compile_: bool, bf16: bool, 
 
     dtype = "bfloat16" if bf16 else "float32"
     step = torch_ctor_step(ctor, tkw, batch, num_classes, dtype=dtype, compile_=compile_)
-    run, compile_s = step.run, step.compile_s
-    peak = step.saved_bytes if step.peak_bytes is None else step.peak_bytes  # CPU: saved
+    run, compile_s, peak = step.run, step.compile_s, step.peak_bytes
 
     def many():
         out = None
