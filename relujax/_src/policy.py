@@ -58,6 +58,7 @@ __all__ = [
     "native_convs",
     "override",
     "scan_blocks",
+    "sync_each_step",
 ]
 
 BACKENDS = ("cpu", "gpu", "tpu")
@@ -205,6 +206,19 @@ def scan_blocks(backend: str | None = None) -> bool:
 def fast_pool(backend: str | None = None) -> bool:
     """Whether non-overlapping max pooling uses ``perf.max_pool`` (CPU) or ``nnx.max_pool``."""
     return _backend(backend) == "cpu"
+
+
+def sync_each_step(n_devices: int, backend: str | None = None) -> bool:
+    """Whether a training loop over ``n_devices`` devices waits for each step to finish.
+
+    On CPU with several (virtual) devices: XLA:CPU can deadlock in the all-reduce of
+    back-to-back asynchronously dispatched steps when cores are few. Elsewhere steps queue up.
+
+    Example:
+        >>> sync_each_step(1, "cpu"), sync_each_step(4, "gpu")
+        (False, False)
+    """
+    return n_devices > 1 and _backend(backend) == "cpu" and jax.default_backend() == "cpu"
 
 
 def current(backend: str | None = None) -> Policy:

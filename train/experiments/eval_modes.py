@@ -28,7 +28,7 @@ def evaluate_both(folder: pathlib.Path, data_dir: str | None, repeats: int) -> d
     from relujax import data as rdata
     from relujax._src.training.checkpoint import Checkpointer
     from relujax._src.training.optim import make_optimizer
-    from relujax._src.training.setup import (
+    from relujax._src.training.build import (
         DTYPES,
         RunState,
         build_model,
