@@ -20,8 +20,8 @@ from flax import nnx
 
 from relujax import policy
 from relujax._src.data.pipeline import get_batch
-from relujax._src.training import config as rconfig
 from relujax._src.training import build, optim
+from relujax._src.training import config as rconfig
 from relujax._src.training import steps as rsteps
 from relujax.models import MODELS, NetResDeep, resnet20
 

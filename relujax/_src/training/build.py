@@ -125,8 +125,9 @@ class PreparedRun:
     """A training run built and on device, ready for its first step: what `prepare_run` returns.
 
     `state` (parameters, other model state, optimizer state, metric sums) is replicated over
-    `mesh`; `steps.train(*state.tree().values(), *data_args(idx, mask), step, epoch)` is one
-    step. `train_graphdef`/`eval_graphdef` are the model's graph in training and eval mode.
+    `mesh`; `steps.train(*state.tree().values(), *train_args(idx, mask), number(step),
+    number(epoch))` is one step (see `prepare_run`'s example). `train_graphdef` and
+    `eval_graphdef` are the model's graph in training and in eval mode.
     """
 
     config: TrainConfig
@@ -151,6 +152,10 @@ class PreparedRun:
         sh = table_sharding(self.mesh)
         return put(np.asarray(idx, np.int32), sh), put(np.asarray(mask, bool), sh)
 
+    def number(self, i: int) -> jax.Array:
+        """A step (or epoch) number as the steps take it: an int32 replicated over `mesh`."""
+        return put(np.int32(i), replicated_sharding(self.mesh))
+
     def train_args(self, idx: jax.Array, mask: jax.Array) -> tuple[jax.Array, ...]:
         """The arguments of `steps.train` after the state, up to the step and epoch numbers."""
         return (self.data.x_train, self.data.y_train, idx, mask)
@@ -171,15 +176,14 @@ def prepare_run(
     steps (`make_steps`, with the speed policy's compile options).
 
     Example:
-        >>> import jax
         >>> from relujax.data import load_dataset
         >>> from relujax.training import TrainConfig, prepare_run
         >>> cfg = TrainConfig(model="netdepth", batch_size=8, optimizer="sgd")
         >>> run = prepare_run(cfg, load_dataset("synthetic", n_train=16, n_test=8))
         >>> idx, mask = run.epoch_table(0)
-        >>> zero = jax.numpy.int32(0)
+        >>> step, epoch = run.number(0), run.number(0)
         >>> state = run.steps.train(*run.state.tree().values(), *run.train_args(idx, mask),
-        ...                         zero, zero)
+        ...                         step, epoch)
         >>> int(state[3]["count"])  # images seen
         8
     """

@@ -186,7 +186,7 @@ class _Job:
         sh = table_sharding(run.mesh)
         self.idx_eval, self.mask_eval = put(idx, sh), put(mask, sh)
         n = max(run.steps_per_epoch, self.idx_eval.shape[0])
-        self.step_ids = [put(np.int32(i), self.rep) for i in range(n)]
+        self.step_ids = [run.number(i) for i in range(n)]
         t0 = time.perf_counter()
         idx0, mask0 = run.epoch_table(0)
         first = self.step_ids[0]
@@ -221,7 +221,7 @@ class _Job:
         nb = run.steps_per_epoch
         idx, mask = run.epoch_table(epoch)
         data = run.train_args(idx, mask)
-        e_id = put(np.int32(epoch), self.rep)
+        e_id = run.number(epoch)
         self.progress.start_epoch()
         t_epoch = time.perf_counter()
         for i in range(self.batch, nb):
