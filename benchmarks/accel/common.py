@@ -178,21 +178,11 @@ def app_step_parts(
     return app.steps.train, args
 
 
-def app_step(
-    model: str,
-    model_kwargs: dict[str, Any] | None = None,
-    *,
-    batch: int,
-    num_classes: int,
-    dtype: str = "float32",
-    augment: bool = False,
-) -> AppStep:
+def app_step(model: str, model_kwargs: dict[str, Any] | None = None, **parts: Any) -> AppStep:
     """:func:`app_step_parts`, compiled ahead of time (compile time and XLA memory analysis)."""
     from benchmarks import _harness as h
 
-    jitted, args = app_step_parts(
-        model, model_kwargs, batch=batch, num_classes=num_classes, dtype=dtype, augment=augment
-    )
+    jitted, args = app_step_parts(model, model_kwargs, **parts)
     compiled, compile_s = h.compile_jitted(jitted, *args)
     memory = h.memory_analysis(compiled)
     parameters = int(sum(np.prod(p.shape) for p in jax.tree.leaves(args[0])))

@@ -46,21 +46,6 @@ import jax.numpy as jnp
 
 from relujax._src import allocator
 
-__all__ = [
-    "Policy",
-    "compiler_options",
-    "current",
-    "default_backend",
-    "describe",
-    "fast_conv",
-    "fast_pool",
-    "jit",
-    "native_convs",
-    "override",
-    "scan_blocks",
-    "sync_each_step",
-]
-
 BACKENDS = ("cpu", "gpu", "tpu")
 _override: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "relujax_policy", default=None
