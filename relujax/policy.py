@@ -1,7 +1,8 @@
 """The speed policy: which implementation runs on each backend.
 
 The choices and the reasons for them are in ``relujax._src.policy``'s docstring (the one place
-they are written); this module re-exports its functions.
+they are written; the top of the API page docs/api/policy.md); this module re-exports its
+functions.
 
 Example:
     >>> import relujax.policy

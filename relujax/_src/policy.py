@@ -19,6 +19,8 @@ backend. The choices (the measurements behind them are in ``benchmarks/RESULTS.m
   (CPU, where the unrolled step runs faster; a scanned one compiles in constant time in depth).
 * ``fast_pool``: non-overlapping max pooling as a reshape and a max with an explicit
   derivative (CPU, where XLA expands ``lax.reduce_window``'s derivative into a scatter).
+* :func:`sync_each_step`: whether a training loop waits for each step (CPU with several
+  devices, where XLA:CPU's all-reduce of queued steps can deadlock). Not part of ``describe``.
 * ``allocator``: the memory allocator this process runs with (``tcmalloc``, ``glibc+hugetlb``
   or ``system``). It is fixed when the process starts, so the policy only reports it; the
   command-line entry points relaunch under a page-keeping one (``relujax._src.allocator``).
