@@ -1,12 +1,11 @@
 """The training steps ``benchmarks.train_step`` times, each built the way its users build it.
 
-* :func:`app_step`: the step ``python -m train`` runs, made by the application's own builders
-  (``TrainConfig`` -> ``build_model`` -> ``split_model`` -> ``make_optimizer`` ->
-  ``relujax.training.make_steps``, compiled ahead of time as ``relujax.training.train`` does),
-  on a one-batch synthetic dataset already on device. The step includes what every application
-  step does besides the model: gathering and normalising the batch, the masked loss, the metric
-  sums. Whatever the speed policy decides (native convolutions, compile options, scanned
-  stacks) is what runs.
+* :func:`app_step`: the step ``python -m train`` runs, made by the application's own builder
+  (``relujax.training.prepare_run``, compiled ahead of time as ``relujax.training.train``
+  does), on a one-batch synthetic dataset already on device. The step includes what every
+  application step does besides the model: gathering and normalising the batch, the masked
+  loss, the metric sums. Whatever the speed policy decides (native convolutions, compile
+  options, scanned stacks) is what runs.
 * :func:`plain_step`: a user's own step on a model made with default arguments
   (``relujax.models.create_model(name)``): the Flax documentation's pattern, ``nnx.jit`` over
   ``nnx.value_and_grad`` and ``nnx.Optimizer``.
@@ -116,9 +115,7 @@ def app_step(
 ) -> Step:
     """``python -m train``'s step for model ``name`` at ``batch`` images (plain SGD)."""
     from relujax import data as rdata
-    from relujax._src.data import sharding as sh
-    from relujax._src.training import setup
-    from relujax.training import TrainConfig, make_optimizer, make_steps, zero_metrics
+    from relujax.training import TrainConfig, prepare_run
 
     s = spec(name)
     kwargs = {**s.kwargs, **(model_kwargs or {})}
@@ -134,30 +131,10 @@ def app_step(
         epochs=1,
     )
     ds = rdata.load_dataset("synthetic", num_classes=s.num_classes, n_train=batch, n_test=batch)
-    mesh = sh.data_mesh()
-    model = setup.build_model(config, ds.num_classes)
-    train_gd, eval_gd, params, rest = setup.split_model(model)
-    tx, _ = make_optimizer(config, model, params, 1)
-    rep = sh.replicated_sharding(mesh)
-    state = [sh.put(t, rep) for t in (params, rest, tx.init(params), zero_metrics())]
-    d = setup.data_on_device(ds, mesh)
-    steps = make_steps(
-        train_gd,
-        eval_gd,
-        tx,
-        get_batch=rdata.get_batch,
-        mean=d.mean,
-        std=d.std,
-        dtype=setup.DTYPES[dtype],
-        batch_sharding=sh.batch_sharding(mesh),
-    )
-    idx, mask = rdata.epoch_indices(batch, batch, seed=0, epoch=0)
-    table = sh.table_sharding(mesh)
-    zero = sh.put(np.int32(0), rep)
-    args = (d.x_train, d.y_train)
-    args += (sh.put(np.asarray(idx, np.int32), table), sh.put(np.asarray(mask, bool), table))
-    args += (zero, zero)
-    compiled, seconds = h.compile_jitted(steps.train, *state, *args)
+    app = prepare_run(config, ds)
+    state = list(app.state.tree().values())
+    args = (*app.train_args(*app.epoch_table(0)), app.number(0), app.number(0))
+    compiled, seconds = h.compile_jitted(app.steps.train, *state, *args)
 
     def run():
         state[:] = compiled(*state, *args)  # params, rest, opt_state, metrics (donated)

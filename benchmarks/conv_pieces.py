@@ -23,7 +23,7 @@ from flax import nnx
 from jax import lax
 
 from benchmarks import _harness as h
-from relujax._src import allocator, perf
+from relujax._src import allocator, perf, policy
 
 NO_YNN = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
@@ -151,14 +151,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "NHWC",
                 {},
             )
-    if jax.default_backend() == "cpu":
+    if policy.default_backend() == "cpu":
         for piece, fn in _pieces("NHWC", lax.conv_general_dilated).items():
             cases[f"NHWC lax {piece} (Eigen, no YNNPACK)"] = (fn, "NHWC", NO_YNN)
-        train_opts = perf.compiler_options()
+        train_opts = policy.compiler_options()
         if train_opts is not None:  # perf's conv on XLA's Eigen convolutions
             for piece, fn in _pieces("NHWC", xla_perf).items():
                 cases[f"NHWC perf {piece} (train: compiler_options)"] = (fn, "NHWC", train_opts)
-        if perf.native_enabled():  # what python -m train compiles on CPU: relujax's kernels
+        if policy.native_convs():  # what python -m train compiles on CPU: relujax's kernels
             for piece, fn in _pieces("NHWC", perf.conv_general_dilated).items():
                 cases[f"NHWC native {piece} (train: native kernels)"] = (fn, "NHWC", train_opts)
     runners = {}

@@ -1,4 +1,8 @@
-"""The speed policy: which implementation runs on each backend (see ``relujax._src.policy``).
+"""The speed policy: which implementation runs on each backend.
+
+The choices and the reasons for them are in ``relujax._src.policy``'s docstring (the one place
+they are written; the top of the API page docs/api/policy.md); this module re-exports its
+functions.
 
 Example:
     >>> import relujax.policy
@@ -17,6 +21,7 @@ from relujax._src.policy import jit as jit
 from relujax._src.policy import native_convs as native_convs
 from relujax._src.policy import override as override
 from relujax._src.policy import scan_blocks as scan_blocks
+from relujax._src.policy import sync_each_step as sync_each_step
 
 __all__ = [
     "Policy",
@@ -30,4 +35,5 @@ __all__ = [
     "native_convs",
     "override",
     "scan_blocks",
+    "sync_each_step",
 ]

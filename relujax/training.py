@@ -16,13 +16,15 @@ _require("relujax.training", "train", "flax", "optax", "orbax.checkpoint", "matp
 from relujax._src.data.sharding import (
     maybe_initialize_distributed as maybe_initialize_distributed,
 )
+from relujax._src.training.build import PreparedRun as PreparedRun
+from relujax._src.training.build import prepare_run as prepare_run
 from relujax._src.training.checkpoint import Checkpointer as Checkpointer
 from relujax._src.training.checkpoint import CheckpointError as CheckpointError
 from relujax._src.training.config import ConfigError as ConfigError
 from relujax._src.training.config import TrainConfig as TrainConfig
+from relujax._src.training.guards import Interrupted as Interrupted
+from relujax._src.training.guards import NonFiniteLossError as NonFiniteLossError
 from relujax._src.training.guards import WriteError as WriteError
-from relujax._src.training.loop import Interrupted as Interrupted
-from relujax._src.training.loop import NonFiniteLossError as NonFiniteLossError
 from relujax._src.training.loop import train as train
 from relujax._src.training.metrics import plot_curves as plot_curves
 from relujax._src.training.metrics import read_metrics as read_metrics
@@ -44,6 +46,7 @@ __all__ = [
     "ConfigError",
     "Interrupted",
     "NonFiniteLossError",
+    "PreparedRun",
     "StepFns",
     "TrainConfig",
     "WriteError",
@@ -55,6 +58,7 @@ __all__ = [
     "make_steps",
     "maybe_initialize_distributed",
     "plot_curves",
+    "prepare_run",
     "read_metrics",
     "summarize",
     "train",

@@ -53,9 +53,9 @@ def test_emulated_backend_is_restored():
 def test_cpu_step_with_native_kernels_is_caught():
     # The converse of test_gpu_steps_lower_for_cuda: where the policy runs relujax's native
     # CPU kernels, the CPU step holds their custom calls, and the check finds them.
-    from relujax._src import perf
+    from relujax._src import policy
 
-    if jax.default_backend() != "cpu" or not perf.native_enabled():
+    if not policy.native_convs():
         pytest.skip("relujax's native CPU kernels are not in use in this process")
     try:
         r = common.export_step("netdepth", platform_name="cpu", batch=2)

@@ -71,9 +71,9 @@ def test_conv_pieces_quick(tmp_path):
     conv_pieces.main(["--quick", "--repeats", "1", "--out", str(out)])
     rows = {r["case"]: r for r in json.loads(out.read_text())["rows"]}
     assert {"NHWC lax dw", "NHWC perf dw", "NHWC perf dw (kernel_grad=split)"} <= set(rows)
-    from relujax._src import perf
+    from relujax._src import policy
 
-    if perf.native_enabled():
+    if policy.native_convs():
         assert "NHWC native dw (train: native kernels)" in rows
     b, size, _, ch = json.loads(out.read_text())["shape"]
     for name, r in rows.items():

@@ -20,8 +20,8 @@ from flax import nnx
 
 from relujax import policy
 from relujax._src.data.pipeline import get_batch
+from relujax._src.training import build, optim
 from relujax._src.training import config as rconfig
-from relujax._src.training import optim, setup
 from relujax._src.training import steps as rsteps
 from relujax.models import MODELS, NetResDeep, resnet20
 
@@ -44,8 +44,8 @@ def _app_train_step(name: str, backend: str):
         config = rconfig.TrainConfig(
             model=name, dataset="synthetic", batch_size=2, model_kwargs=SMALL.get(name, {})
         )
-        model = nnx.eval_shape(lambda: setup.build_model(config, 10))
-        train_gd, eval_gd, params, rest = setup.split_model(model)
+        model = nnx.eval_shape(lambda: build.build_model(config, 10))
+        train_gd, eval_gd, params, rest = build.split_model(model)
         tx, _ = optim.make_optimizer(config, model, params, 2)
         if len(shape) == 3:
             batch = get_batch

@@ -231,11 +231,11 @@ def test_missing_compiler_falls_back(tmp_path):
 def test_not_used_with_several_devices():
     # A sharded step would make XLA gather the custom call's operands: XLA's convs instead.
     code = (
-        "import jax, jax.numpy as jnp; from relujax._src import perf; "
+        "import jax, jax.numpy as jnp; from relujax._src import perf, policy; "
         "f = lambda x, w: perf.conv_general_dilated(x, w, (1, 1), 'SAME', "
         "dimension_numbers=('NHWC', 'HWIO', 'NHWC')); "
         "hlo = jax.jit(f).lower(jnp.ones((2, 4, 4, 3)), jnp.ones((3, 3, 3, 16))).as_text(); "
-        "print(jax.device_count(), perf.native_enabled(), 'relujax_conv' in hlo)"
+        "print(jax.device_count(), policy.native_convs(), 'relujax_conv' in hlo)"
     )
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     out = subprocess.run(

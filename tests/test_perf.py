@@ -162,11 +162,6 @@ def test_use_fast_conv_keeps_outputs():
     np.testing.assert_allclose(after, before, rtol=1e-6, atol=1e-6)
 
 
-def test_scan_blocks_by_default_is_bool():
-    assert isinstance(perf.scan_blocks_by_default(), bool)
-    assert perf.default_backend() in ("cpu", "gpu", "tpu")
-
-
 @pytest.mark.parametrize(
     "batch,stride,padding",
     [(40, 1, "SAME"), (64, 1, ((1, 1), (1, 1))), (33, 2, ((1, 1), (1, 1))), (17, 2, "VALID")],
@@ -284,21 +279,3 @@ def test_max_pool_nan_window_like_torch():
 def test_max_pool_rejects_bad_input(x, window, match):
     with pytest.raises(ValueError, match=match):
         perf.max_pool(x, window)
-
-
-def test_compiler_options_per_backend():
-    assert perf.compiler_options("gpu") is None and perf.compiler_options("tpu") is None
-    opts = perf.compiler_options("cpu")
-    if opts is None:  # only where this XLA rejects the (experimental) option
-        pytest.skip("this XLA:CPU does not accept the option")
-
-    def conv(x, w):
-        return lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DN)
-
-    x, w = jnp.ones((4, 8, 8, 32)), jnp.ones((3, 3, 32, 32))
-    np.testing.assert_allclose(
-        jax.jit(conv, compiler_options=opts)(x, w), jax.jit(conv)(x, w), rtol=1e-6
-    )
-    if jax.default_backend() == "cpu":  # the convolution is no longer a YNNPACK fusion
-        hlo = jax.jit(conv, compiler_options=opts).lower(x, w).compile().as_text()
-        assert "__ynn_fusion" not in hlo and " convolution(" in hlo

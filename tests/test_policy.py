@@ -192,3 +192,23 @@ def test_docstring_examples_run():
         jax.config.update("jax_enable_x64", previous)
     result = runner.summarize(verbose=False)
     assert result.attempted >= 10 and result.failed == 0
+
+
+def test_compiler_options_per_backend():
+    assert policy.compiler_options("gpu") is None and policy.compiler_options("tpu") is None
+    opts = policy.compiler_options("cpu")
+    if opts is None:  # only where this XLA rejects the (experimental) option
+        pytest.skip("this XLA:CPU does not accept the option")
+
+    def conv(x, w):
+        return lax.conv_general_dilated(
+            x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+
+    x, w = jnp.ones((4, 8, 8, 32)), jnp.ones((3, 3, 32, 32))
+    np.testing.assert_allclose(
+        jax.jit(conv, compiler_options=opts)(x, w), jax.jit(conv)(x, w), rtol=1e-6
+    )
+    if jax.default_backend() == "cpu":  # the convolution is no longer a YNNPACK fusion
+        hlo = jax.jit(conv, compiler_options=opts).lower(x, w).compile().as_text()
+        assert "__ynn_fusion" not in hlo and " convolution(" in hlo

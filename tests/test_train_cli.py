@@ -40,6 +40,27 @@ def test_help_names_every_flag(capsys):
     assert "book-netresdeep" in out and "resnet20-cifar10" in out
 
 
+def test_every_flag_comes_from_a_config_field(capsys):
+    """A field declared with a help text is a flag, whose help states TrainConfig's default."""
+    parser = cli.build_parser()
+    by_dest = {a.dest: a for a in parser._actions}
+    flagged = [f for f in dataclasses.fields(TrainConfig) if "help" in f.metadata]
+    assert {f.name for f in flagged} | {"help", "list_presets", "resume"} == set(by_dest)
+    defaults = TrainConfig()
+    for name in ("epochs", "batch_size", "optimizer", "schedule", "log_every", "dtype"):
+        assert f"default {getattr(defaults, name)}" in by_dest[name].help, name
+        assert by_dest[name].default is None  # the preset, else TrainConfig, decides
+    for f in flagged:
+        if "choices" in f.metadata:
+            assert tuple(by_dest[f.name].choices) == f.metadata["choices"], f.name
+    args = parser.parse_args(["--no-progress", "--eval-mode", "train", "--model-kw", "a=1"])
+    assert cli.config_fields(args) == {
+        "progress": False,
+        "eval_train_mode": True,
+        "model_kwargs": {"a": 1},
+    }
+
+
 @pytest.mark.parametrize(
     "argv, match",
     [

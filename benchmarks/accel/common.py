@@ -1,9 +1,9 @@
 """Shared pieces of the accelerator check: budgets, the app's training step, data, backends.
 
-The training steps timed and checked here are built with the library's own builders
-(``relujax._src.training.setup.build_model`` and ``relujax.training.make_steps``), so whatever
-the speed policy picks for the backend (scanned or unrolled stacks, convolution
-implementation, compile options) is what runs, exactly as in ``python -m train``.
+The training steps timed and checked here are built with the library's own builder
+(``relujax.training.prepare_run``), so whatever the speed policy picks for the backend (scanned
+or unrolled stacks, convolution implementation, compile options) is what runs, exactly as in
+``python -m train``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -146,78 +145,50 @@ def app_step_parts(
 ) -> tuple[Any, tuple[Any, ...]]:
     """The app's jitted train step for ``model`` and arguments for its first call.
 
-    Built as ``relujax.training.train`` builds it (``build_model``, ``split_model``,
-    ``make_steps`` with ``relujax.data.get_batch``), on ``steps`` batches of random uint8
-    images, SGD(1e-3) as the PyTorch side of the speed table. Returns ``(jitted, args)``.
+    Built by ``relujax.training.prepare_run`` (as ``relujax.training.train`` builds it), on
+    ``steps`` batches of random uint8 images in order, plain SGD at 1e-3 as the PyTorch side
+    of the speed table. Returns ``(jitted, args)``.
     """
-    import optax
-
-    from relujax import data as rdata
-    from relujax._src.training.setup import build_model, split_model
-    from relujax.training import TrainConfig, make_steps, zero_metrics
+    from relujax._src.data.dataset import make_dataset
+    from relujax.training import TrainConfig, prepare_run
 
     config = TrainConfig(
         model=model,
         model_kwargs=dict(model_kwargs or {}),
         batch_size=batch,
+        optimizer="sgd",
+        lr=1e-3,
         dtype=dtype,
+        augment=augment,
+        shuffle=False,
         seed=seed,
         progress=False,
     )
-    net = build_model(config, num_classes)
-    train_gd, eval_gd, params, rest = split_model(net)
-    tx = optax.sgd(1e-3)
     xs, ys = _synthetic_images(batch * steps, num_classes, seed)
-    mean = jnp.asarray([125.0, 123.0, 114.0], jnp.float32)
-    std = jnp.asarray([63.0, 62.0, 66.0], jnp.float32)
-    fns = make_steps(
-        train_gd,
-        eval_gd,
-        tx,
-        get_batch=rdata.get_batch,
-        mean=mean,
-        std=std,
-        dtype={"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype],
-        augment=augment,
-        seed=seed,
+    ds = make_dataset(
+        "random", xs, ys, xs[:batch], ys[:batch], source="random", num_classes=num_classes
     )
-    idx = jnp.arange(batch * steps, dtype=jnp.int32).reshape(steps, batch)
-    mask = jnp.ones((steps, batch), bool)
+    app = prepare_run(config, ds)
     args = (
-        params,
-        rest,
-        tx.init(params),
-        zero_metrics(),
-        jnp.asarray(xs),
-        jnp.asarray(ys),
-        idx,
-        mask,
-        jnp.int32(0),
-        jnp.int32(0),
+        *app.state.tree().values(),
+        *app.train_args(*app.epoch_table(0)),
+        app.number(0),
+        app.number(0),
     )
-    return fns.train, args
+    return app.steps.train, args
 
 
-def app_step(
-    model: str,
-    model_kwargs: dict[str, Any] | None = None,
-    *,
-    batch: int,
-    num_classes: int,
-    dtype: str = "float32",
-    augment: bool = False,
-) -> AppStep:
+def app_step(model: str, model_kwargs: dict[str, Any] | None = None, **parts: Any) -> AppStep:
     """:func:`app_step_parts`, compiled ahead of time (compile time and XLA memory analysis)."""
     from benchmarks import _harness as h
 
-    jitted, args = app_step_parts(
-        model, model_kwargs, batch=batch, num_classes=num_classes, dtype=dtype, augment=augment
-    )
+    jitted, args = app_step_parts(model, model_kwargs, **parts)
     compiled, compile_s = h.compile_jitted(jitted, *args)
     memory = h.memory_analysis(compiled)
     parameters = int(sum(np.prod(p.shape) for p in jax.tree.leaves(args[0])))
     state = {"s": args[:4]}
-    data, steps = args[4:8], [jnp.int32(i) for i in range(args[6].shape[0])]
+    data, number = args[4:8], args[8].sharding  # step numbers live where the step's do
+    steps = [jax.device_put(np.int32(i), number) for i in range(args[6].shape[0])]
     epoch = args[9]
 
     def run(k: int) -> jax.Array:

@@ -13,8 +13,6 @@
   window's cotangent to its first maximum, as ``lax.reduce_window``'s does. XLA:CPU expands the
   stock derivative (``select_and_scatter``) into index iotas, a variadic reduce-window and a
   scatter, which is slower (``python -m benchmarks.conv_pieces``).
-* ``compiler_options``, ``default_backend``, ``native_enabled``, ``scan_blocks_by_default``:
-  the policy's answers under their former names (:mod:`relujax._src.policy`).
 """
 
 from __future__ import annotations
@@ -29,22 +27,8 @@ from jax import lax
 
 from relujax._src import fastconv as _fastconv
 from relujax._src import native as _native
-from relujax._src import policy as _policy
 
-__all__ = [
-    "compiler_options",
-    "conv_general_dilated",
-    "default_backend",
-    "max_pool",
-    "native_enabled",
-    "scan_blocks_by_default",
-    "use_fast_conv",
-]
-
-compiler_options = _policy.compiler_options
-default_backend = _policy.default_backend
-native_enabled = _policy.native_convs
-scan_blocks_by_default = _policy.scan_blocks
+__all__ = ["conv_general_dilated", "max_pool", "use_fast_conv"]
 
 _NHWC = (0, 3, 1, 2)  # ConvDimensionNumbers spec of NHWC lhs/out: (batch, feature, spatial...)
 _HWIO = (3, 2, 0, 1)  # ... of an HWIO kernel: (out feature, in feature, spatial...)

@@ -19,6 +19,8 @@ backend. The choices (the measurements behind them are in ``benchmarks/RESULTS.m
   (CPU, where the unrolled step runs faster; a scanned one compiles in constant time in depth).
 * ``fast_pool``: non-overlapping max pooling as a reshape and a max with an explicit
   derivative (CPU, where XLA expands ``lax.reduce_window``'s derivative into a scatter).
+* :func:`sync_each_step`: whether a training loop waits for each step (CPU with several
+  devices, where XLA:CPU's all-reduce of queued steps can deadlock). Not part of ``describe``.
 * ``allocator``: the memory allocator this process runs with (``tcmalloc``, ``glibc+hugetlb``
   or ``system``). It is fixed when the process starts, so the policy only reports it; the
   command-line entry points relaunch under a page-keeping one (``relujax._src.allocator``).
@@ -45,20 +47,6 @@ import jax
 import jax.numpy as jnp
 
 from relujax._src import allocator
-
-__all__ = [
-    "Policy",
-    "compiler_options",
-    "current",
-    "default_backend",
-    "describe",
-    "fast_conv",
-    "fast_pool",
-    "jit",
-    "native_convs",
-    "override",
-    "scan_blocks",
-]
 
 BACKENDS = ("cpu", "gpu", "tpu")
 _override: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -205,6 +193,19 @@ def scan_blocks(backend: str | None = None) -> bool:
 def fast_pool(backend: str | None = None) -> bool:
     """Whether non-overlapping max pooling uses ``perf.max_pool`` (CPU) or ``nnx.max_pool``."""
     return _backend(backend) == "cpu"
+
+
+def sync_each_step(n_devices: int, backend: str | None = None) -> bool:
+    """Whether a training loop over ``n_devices`` devices waits for each step to finish.
+
+    On CPU with several (virtual) devices: XLA:CPU can deadlock in the all-reduce of
+    back-to-back asynchronously dispatched steps when cores are few. Elsewhere steps queue up.
+
+    Example:
+        >>> sync_each_step(1, "cpu"), sync_each_step(4, "gpu")
+        (False, False)
+    """
+    return n_devices > 1 and _backend(backend) == "cpu" and jax.default_backend() == "cpu"
 
 
 def current(backend: str | None = None) -> Policy:

@@ -26,15 +26,15 @@ import numpy as np
 def evaluate_both(folder: pathlib.Path, data_dir: str | None, repeats: int) -> dict:
     """{'train_mode': [acc per repeat], 'eval_mode': acc, ...} for the run in `folder`."""
     from relujax import data as rdata
-    from relujax._src.training.checkpoint import Checkpointer
-    from relujax._src.training.optim import make_optimizer
-    from relujax._src.training.setup import (
+    from relujax._src.training.build import (
         DTYPES,
         RunState,
         build_model,
         split_model,
         steps_per_epoch,
     )
+    from relujax._src.training.checkpoint import Checkpointer
+    from relujax._src.training.optim import make_optimizer
     from relujax._src.training.steps import make_steps, zero_metrics
     from relujax.training import TrainConfig
 

@@ -13,18 +13,21 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import json
 import os
 import pathlib
 import sys
 import time
-from collections.abc import Sequence
+import types
+import typing
+from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
 from relujax._src.app.presets import PRESETS, resolve
-from relujax.training import ConfigError
+from relujax.training import ConfigError, TrainConfig
 
-DEFAULT_EPOCHS = 5
+_DEFAULTS = TrainConfig()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,13 +45,80 @@ def _prog() -> str:
     return "relujax-train"
 
 
+def _flag_fields() -> list[dataclasses.Field]:
+    """The TrainConfig fields that are flags (declared with `_flag` in config.py), in order."""
+    return [f for f in dataclasses.fields(TrainConfig) if "group" in f.metadata]
+
+
+# Flags that are not TrainConfig fields, added right after the field they belong with.
+_APP_FLAGS: dict[str, list[tuple[str, dict[str, Any]]]] = {
+    "preset": [("--list-presets", {"action": "store_true", "help": "print the presets and exit"})],
+    "workdir": [
+        (
+            "--resume",
+            {
+                "action": "store_true",
+                "help": "continue from the last checkpoint in --workdir (or the newest default "
+                "workdir)",
+            },
+        )
+    ],
+}
+
+
+def _argument(f: dataclasses.Field, kind: Any) -> tuple[str, dict[str, Any]]:
+    """The flag of field `f` (of type `kind`) and its `add_argument` keywords.
+
+    Every default is None, so that the --preset (else TrainConfig) decides; the help states
+    TrainConfig's default.
+    """
+    meta = f.metadata
+    flag = _flag_name(f)
+    default = getattr(_DEFAULTS, f.name)
+    kw: dict[str, Any] = {"dest": f.name}
+    if "values" in meta:  # a flag word per value: --eval-mode train
+        kw["choices"] = tuple(meta["values"])
+        shown = next(k for k, v in meta["values"].items() if v == default)
+    elif kind is bool:
+        kw["action"] = argparse.BooleanOptionalAction
+        shown = "on" if default else "off"
+    elif kind is Mapping:
+        kw.update(action="append", metavar="KEY=VALUE")
+        shown = None
+    else:
+        kw["type"] = kind if kind in (int, float) else None
+        kw["choices"] = meta.get("choices")
+        shown = None if default is None else f"{default:g}" if kind is float else str(default)
+    shown = meta.get("shown", shown)
+    text = meta["help"].replace("%", "%%")
+    if shown is not None:  # "(0: per epoch)" -> "(0: per epoch; default 50)"
+        text = (
+            f"{text[:-1]}; default {shown})" if text.endswith(")") else f"{text} (default {shown})"
+        )
+    kw["help"] = text
+    return flag, kw
+
+
+def _flag_name(f: dataclasses.Field) -> str:
+    return f.metadata.get("flag", "--" + f.name.replace("_", "-"))
+
+
+def _kind(annotation: Any) -> Any:
+    """int, float, str, bool or Mapping from a field's type (`X | None` is X)."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        annotation = args[0]
+    return typing.get_origin(annotation) or annotation
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of `python -m train` (every default is None: the preset decides)."""
+    """The argument parser of `python -m train`: a flag per TrainConfig field declared with
+    `_flag`, grouped as declared, plus --list-presets and --resume."""
     p = _Parser(
         prog=_prog(),
         description=(
-            "Train a relujax model. With no flags: NetDepth on CIFAR-2 for "
-            f"{DEFAULT_EPOCHS} epochs when CIFAR is in the data folder, else on the built-in "
+            f"Train a relujax model. With no flags: {_DEFAULTS.model} on CIFAR-2 for "
+            f"{_DEFAULTS.epochs} epochs when CIFAR is in the data folder, else on the built-in "
             "synthetic set. Flags override the --preset's values."
         ),
         epilog=(
@@ -59,102 +129,30 @@ def build_parser() -> argparse.ArgumentParser:
             "saved; continue with --resume)."
         ),
     )
-    g = p.add_argument_group("what to train")
-    g.add_argument("--preset", help="a named setup (book-*, improved-*, resnet*-cifar10)")
-    g.add_argument("--list-presets", action="store_true", help="print the presets and exit")
-    g.add_argument("--model", help="a model of relujax.models by lowercase name (netdepth, ...)")
-    g.add_argument("--activation", help="an activation of relujax.nn by name (relu, prelu, ...)")
-    g.add_argument(
-        "--model-kw",
-        action="append",
-        metavar="KEY=VALUE",
-        help="extra model argument, e.g. n_blocks=10 (repeatable; VALUE is a Python literal)",
-    )
-    g.add_argument("--dataset", help="cifar2, cifar10, mnist, synthetic or npz:PATH")
-    g.add_argument(
-        "--dataset-kw",
-        action="append",
-        metavar="KEY=VALUE",
-        help="extra dataset argument, e.g. n_train=512 for synthetic (repeatable)",
-    )
-    g.add_argument("--data-dir", help="folder with the data ($RELUJAX_DATA, ~/.cache/relujax)")
-    g.add_argument(
-        "--dtype", choices=("float32", "bfloat16"), help="computation dtype (default float32)"
-    )
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, help=f"default {DEFAULT_EPOCHS}")
-    g.add_argument("--batch-size", type=int, help="default 64")
-    g.add_argument("--eval-batch-size", type=int, help="default: --batch-size")
-    g.add_argument("--lr", type=float, help="(peak) learning rate (default 0.01)")
-    g.add_argument(
-        "--optimizer", choices=("sgd", "momentum", "adam", "adamw"), help="default momentum"
-    )
-    g.add_argument("--momentum", type=float, help="for --optimizer momentum (default 0.9)")
-    g.add_argument("--nesterov", action=argparse.BooleanOptionalAction)
-    g.add_argument(
-        "--schedule",
-        choices=("constant", "cosine", "step"),
-        help="default constant; step divides lr by 10 at 50%% and 75%% of the run",
-    )
-    g.add_argument("--warmup-epochs", type=float, help="linear warm-up from 0 (default 0)")
-    g.add_argument(
-        "--weight-decay", type=float, help="decay of the parameters --decay-filter picks"
-    )
-    g.add_argument("--decay-filter", choices=("kernels", "all"), help="default: kernels")
-    g.add_argument("--l2", type=float, help="add L2 * sum(p**2) to the loss (book-l2)")
-    g.add_argument(
-        "--augment", action=argparse.BooleanOptionalAction, help="pad-4 crop + flip (default off)"
-    )
-    g.add_argument("--shuffle", action=argparse.BooleanOptionalAction, help="default on")
-    g.add_argument(
-        "--eval-mode",
-        choices=("eval", "train"),
-        help="model mode when evaluating (train: the book's batch statistics + dropout)",
-    )
-    g.add_argument("--seed", type=int, help="model init, shuffling, augmentation (default 0)")
-    g = p.add_argument_group("run")
-    g.add_argument("--workdir", help="output folder (default: runs/<preset or model>-<time>)")
-    g.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue from the last checkpoint in --workdir (or the newest default workdir)",
-    )
-    g.add_argument("--eval-every", type=int, help="epochs between evaluations (default 1)")
-    g.add_argument("--checkpoint-every", type=int, help="epochs between checkpoints (default 1)")
-    g.add_argument("--keep-checkpoints", type=int, help="checkpoints kept (default 3)")
-    g.add_argument("--log-every", type=int, help="batches between log lines (0: per epoch)")
-    g.add_argument("--no-progress", action="store_true", help="plain log lines, no progress bar")
+    hints = typing.get_type_hints(TrainConfig)
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for f in _flag_fields():
+        group = f.metadata["group"]
+        g = groups.get(group) or groups.setdefault(group, p.add_argument_group(group))
+        flag, kw = _argument(f, _kind(hints[f.name]))
+        g.add_argument(flag, **kw)
+        for extra, extra_kw in _APP_FLAGS.get(f.name, []):
+            g.add_argument(extra, **extra_kw)
     return p
-
-
-_FIELD_OF = {
-    "eval_mode": "eval_train_mode",
-    "no_progress": "progress",
-    "model_kw": "model_kwargs",
-    "dataset_kw": "dataset_kwargs",
-}
 
 
 def config_fields(args: argparse.Namespace) -> dict[str, Any]:
     """The TrainConfig fields from `args`: the preset's, then the flags that were given."""
     fields: dict[str, Any] = resolve(args.preset) if args.preset else {}
-    for key, value in vars(args).items():
-        if key in ("preset", "list_presets", "resume") or value is None:
+    for f in _flag_fields():
+        value = getattr(args, f.name)
+        if value is None:
             continue
-        if key == "eval_mode":
-            value = value == "train"
-        elif key == "no_progress":
-            if not value:
-                continue
-            value = False
-        elif key == "model_kw":
-            value = {**fields.get("model_kwargs", {}), **_parse_kw(value, "--model-kw")}
-        elif key == "dataset_kw":
-            value = _parse_kw(value, "--dataset-kw")
-        fields[_FIELD_OF.get(key, key)] = value
-    if not args.preset:
-        fields.setdefault("optimizer", "momentum")
-        fields.setdefault("epochs", DEFAULT_EPOCHS)
+        if "values" in f.metadata:
+            value = f.metadata["values"][value]
+        elif isinstance(value, list):  # the KEY=VALUE items of --model-kw or --dataset-kw
+            value = {**fields.get(f.name, {}), **_parse_kw(value, _flag_name(f))}
+        fields[f.name] = value
     return fields
 
 
@@ -240,7 +238,7 @@ def check_workdir(workdir: str, resume: bool) -> None:
 
 
 def _default_workdir(fields: dict[str, Any], resume: bool) -> str:
-    stem = fields.get("preset") or f"{fields.get('model', 'netdepth')}-{fields['dataset']}"
+    stem = fields.get("preset") or f"{fields.get('model', _DEFAULTS.model)}-{fields['dataset']}"
     runs = pathlib.Path("runs")
     if resume:
         found = sorted(runs.glob(f"{stem}-*"), key=lambda p: p.stat().st_mtime)

@@ -64,6 +64,28 @@ def _register(fn: Callable[[], Preset]) -> Callable[[], Preset]:
     return fn
 
 
+def _variants(
+    family: str, build: Callable[[str], Preset], flags: str, *models: tuple[str, str]
+) -> None:
+    """Registers `family`-NAME = `build(model)` for each (model, summary) of `models`, with the
+    docstring `summary` and the command, `flags` (with {model}) spelling out its flags.
+
+    NAME is the model's name (netdropout and netbatchnorm: dropout and batchnorm)."""
+    for model, summary in models:
+        name = model.removeprefix("net") if model in ("netdropout", "netbatchnorm") else model
+
+        def preset(model: str = model) -> Preset:
+            return build(model)
+
+        preset.__name__ = f"{family}_{name}"
+        preset.__doc__ = f"""{summary}
+
+    python -m train --preset {family}-{name}
+    {flags.format(model=model)}
+    """
+        _register(preset)
+
+
 @_register
 def book_net() -> Preset:
     """The book's baseline Net (tanh), the only book run trained with shuffling.
@@ -73,17 +95,6 @@ def book_net() -> Preset:
        --seed 123 --shuffle --no-augment --eval-mode train)
     """
     return dict(_BOOK, model="net", shuffle=True)
-
-
-@_register
-def book_netwidth() -> Preset:
-    """NetWidth (32/16 channels), unshuffled.
-
-    python -m train --preset book-netwidth
-    (= --model netwidth --dataset cifar2 --optimizer sgd --lr 0.01 --batch-size 64 --epochs 100
-       --seed 123 --no-shuffle --no-augment --eval-mode train)
-    """
-    return dict(_BOOK, model="netwidth")
 
 
 @_register
@@ -97,48 +108,17 @@ def book_l2() -> Preset:
     return dict(_BOOK, model="net", l2=1e-3)
 
 
-@_register
-def book_dropout() -> Preset:
-    """NetDropout (Dropout2d p=0.4), unshuffled, dropout left on at evaluation.
-
-    python -m train --preset book-dropout
-    (= --model netdropout --dataset cifar2 --optimizer sgd --lr 0.01 --batch-size 64
-       --epochs 100 --seed 123 --no-shuffle --no-augment --eval-mode train)
-    """
-    return dict(_BOOK, model="netdropout")
-
-
-@_register
-def book_batchnorm() -> Preset:
-    """NetBatchNorm, unshuffled, evaluated with batch statistics.
-
-    python -m train --preset book-batchnorm
-    (= --model netbatchnorm --dataset cifar2 --optimizer sgd --lr 0.01 --batch-size 64
-       --epochs 100 --seed 123 --no-shuffle --no-augment --eval-mode train)
-    """
-    return dict(_BOOK, model="netbatchnorm")
-
-
-@_register
-def book_netdepth() -> Preset:
-    """NetDepth (relu), unshuffled.
-
-    python -m train --preset book-netdepth
-    (= --model netdepth --dataset cifar2 --optimizer sgd --lr 0.01 --batch-size 64 --epochs 100
-       --seed 123 --no-shuffle --no-augment --eval-mode train)
-    """
-    return dict(_BOOK, model="netdepth")
-
-
-@_register
-def book_netres() -> Preset:
-    """NetRes (one skip connection), unshuffled.
-
-    python -m train --preset book-netres
-    (= --model netres --dataset cifar2 --optimizer sgd --lr 0.01 --batch-size 64 --epochs 100
-       --seed 123 --no-shuffle --no-augment --eval-mode train)
-    """
-    return dict(_BOOK, model="netres")
+_variants(
+    "book",
+    lambda model: dict(_BOOK, model=model),
+    "(= --model {model} --dataset cifar2 --optimizer sgd --lr 0.01 --batch-size 64 --epochs 100\n"
+    "       --seed 123 --no-shuffle --no-augment --eval-mode train)",
+    ("netwidth", "NetWidth (32/16 channels), unshuffled."),
+    ("netdropout", "NetDropout (Dropout2d p=0.4), unshuffled, dropout left on at evaluation."),
+    ("netbatchnorm", "NetBatchNorm, unshuffled, evaluated with batch statistics."),
+    ("netdepth", "NetDepth (relu), unshuffled."),
+    ("netres", "NetRes (one skip connection), unshuffled."),
+)
 
 
 @_register
@@ -171,49 +151,16 @@ def improved_net() -> Preset:
     return _improved("net")
 
 
-@_register
-def improved_netwidth() -> Preset:
-    """NetWidth trained well.
-
-    python -m train --preset improved-netwidth  (flags as improved-net, --model netwidth)
-    """
-    return _improved("netwidth")
-
-
-@_register
-def improved_dropout() -> Preset:
-    """NetDropout trained well, dropout off at evaluation.
-
-    python -m train --preset improved-dropout  (flags as improved-net, --model netdropout)
-    """
-    return _improved("netdropout")
-
-
-@_register
-def improved_batchnorm() -> Preset:
-    """NetBatchNorm trained well, evaluated with running statistics.
-
-    python -m train --preset improved-batchnorm  (flags as improved-net, --model netbatchnorm)
-    """
-    return _improved("netbatchnorm")
-
-
-@_register
-def improved_netdepth() -> Preset:
-    """NetDepth trained well.
-
-    python -m train --preset improved-netdepth  (flags as improved-net, --model netdepth)
-    """
-    return _improved("netdepth")
-
-
-@_register
-def improved_netres() -> Preset:
-    """NetRes trained well.
-
-    python -m train --preset improved-netres  (flags as improved-net, --model netres)
-    """
-    return _improved("netres")
+_variants(
+    "improved",
+    _improved,
+    "(flags as improved-net, --model {model})",
+    ("netwidth", "NetWidth trained well."),
+    ("netdropout", "NetDropout trained well, dropout off at evaluation."),
+    ("netbatchnorm", "NetBatchNorm trained well, evaluated with running statistics."),
+    ("netdepth", "NetDepth trained well."),
+    ("netres", "NetRes trained well."),
+)
 
 
 @_register

@@ -12,6 +12,19 @@ SCHEDULES = ("constant", "cosine", "step")
 DTYPES = ("float32", "bfloat16")
 DECAY_FILTERS = ("kernels", "all")
 
+
+def _flag(default: Any, help: str, *, group: str, **cli: Any) -> Any:
+    """A field that `python -m train` offers as a flag: `--name-with-dashes` unless `cli` says
+    otherwise (`flag`, `choices`, `values` (flag word -> field value), `shown` (the default as
+    the help states it)). relujax/_src/app/cli.py builds its parser from these."""
+    metadata = {"help": help, "group": group, **cli}
+    if isinstance(default, dict):
+        return dataclasses.field(default_factory=dict, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+_WHAT, _OPT, _RUN = "what to train", "optimisation", "run"
+
 # Fields that may change between a run and its `--resume`: they do not alter the numbers a run
 # computes (or, for `epochs`, only extend it). Every other field must match the checkpoint.
 RESUMABLE_FIELDS = frozenset(
@@ -50,46 +63,91 @@ class TrainConfig:
         4
     """
 
-    model: str = "netdepth"
-    activation: str | None = None
-    model_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    dataset: str = "cifar2"
-    dataset_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    data_dir: str | None = None
-    epochs: int = 5
-    batch_size: int = 64
-    eval_batch_size: int | None = None
-    lr: float = 1e-2
-    optimizer: str = "momentum"
-    momentum: float = 0.9
-    nesterov: bool = False
-    schedule: str = "constant"
-    warmup_epochs: float = 0.0
+    preset: str | None = _flag(
+        None, "a named setup (book-*, improved-*, resnet*-cifar10)", group=_WHAT
+    )
+    model: str = _flag("netdepth", "a model of relujax.models by lowercase name", group=_WHAT)
+    activation: str | None = _flag(
+        None,
+        "an activation of relujax.nn by name, e.g. relu or prelu",
+        group=_WHAT,
+        shown="the model's own",
+    )
+    model_kwargs: Mapping[str, Any] = _flag(
+        {},
+        "extra model argument, e.g. n_blocks=10 (repeatable; VALUE is a Python literal)",
+        group=_WHAT,
+        flag="--model-kw",
+    )
+    dataset: str = _flag(
+        "cifar2",
+        "cifar2, cifar10, mnist, synthetic or npz:PATH",
+        group=_WHAT,
+        shown="cifar2 when found, else synthetic",
+    )
+    dataset_kwargs: Mapping[str, Any] = _flag(
+        {},
+        "extra dataset argument, e.g. n_train=512 for synthetic (repeatable)",
+        group=_WHAT,
+        flag="--dataset-kw",
+    )
+    data_dir: str | None = _flag(
+        None, "folder with the data", group=_WHAT, shown="$RELUJAX_DATA, else ~/.cache/relujax"
+    )
+    dtype: str = _flag("float32", "computation dtype", group=_WHAT, choices=DTYPES)
+    epochs: int = _flag(5, "passes over the training set", group=_OPT)
+    batch_size: int = _flag(64, "images per step", group=_OPT)
+    eval_batch_size: int | None = _flag(
+        None, "images per evaluation step", group=_OPT, shown="--batch-size"
+    )
+    lr: float = _flag(1e-2, "(peak) learning rate", group=_OPT)
+    optimizer: str = _flag(
+        "momentum", "plain SGD, heavy-ball SGD, Adam or AdamW", group=_OPT, choices=OPTIMIZERS
+    )
+    momentum: float = _flag(0.9, "for --optimizer momentum", group=_OPT)
+    nesterov: bool = _flag(False, "Nesterov momentum", group=_OPT)
+    schedule: str = _flag(
+        "constant",
+        "step divides lr by 10 at 50% and 75% of the run",
+        group=_OPT,
+        choices=SCHEDULES,
+    )
+    warmup_epochs: float = _flag(0.0, "linear warm-up from 0, in epochs", group=_OPT)
     decay_at: tuple[float, ...] = (0.5, 0.75)
-    weight_decay: float = 0.0
-    decay_filter: str = "kernels"
-    l2: float = 0.0
-    augment: bool = False
-    shuffle: bool = True
-    eval_train_mode: bool = False
-    seed: int = 0
-    dtype: str = "float32"
-    workdir: str = "runs/default"
-    eval_every: int = 1
-    checkpoint_every: int = 1
-    keep_checkpoints: int = 3
-    log_every: int = 50
-    progress: bool = True
-    preset: str | None = None
+    weight_decay: float = _flag(0.0, "decay of the parameters --decay-filter picks", group=_OPT)
+    decay_filter: str = _flag(
+        "kernels",
+        "conv and linear kernels only, or every parameter",
+        group=_OPT,
+        choices=DECAY_FILTERS,
+    )
+    l2: float = _flag(0.0, "add L2 * sum(p**2) to the loss (book-l2)", group=_OPT)
+    augment: bool = _flag(False, "pad-4 crop + flip", group=_OPT)
+    shuffle: bool = _flag(True, "reshuffle the training images every epoch", group=_OPT)
+    eval_train_mode: bool = _flag(
+        False,
+        "model mode when evaluating (train: the book's batch statistics + dropout)",
+        group=_OPT,
+        flag="--eval-mode",
+        values={"eval": False, "train": True},
+    )
+    seed: int = _flag(0, "model init, shuffling, augmentation", group=_OPT)
+    workdir: str = _flag(
+        "runs/default", "output folder", group=_RUN, shown="runs/<preset or model>-<time>"
+    )
+    eval_every: int = _flag(1, "epochs between evaluations", group=_RUN)
+    checkpoint_every: int = _flag(1, "epochs between checkpoints", group=_RUN)
+    keep_checkpoints: int = _flag(3, "checkpoints kept", group=_RUN)
+    log_every: int = _flag(50, "batches between log lines (0: per epoch)", group=_RUN)
+    progress: bool = _flag(True, "a progress bar; --no-progress: plain log lines", group=_RUN)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_kwargs", dict(self.model_kwargs))
         object.__setattr__(self, "dataset_kwargs", dict(self.dataset_kwargs))
         object.__setattr__(self, "decay_at", tuple(float(f) for f in self.decay_at))
-        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        _check_choice("schedule", self.schedule, SCHEDULES)
-        _check_choice("dtype", self.dtype, DTYPES)
-        _check_choice("decay_filter", self.decay_filter, DECAY_FILTERS)
+        for f in dataclasses.fields(self):
+            if "choices" in f.metadata:
+                _check_choice(f.name, getattr(self, f.name), f.metadata["choices"])
         for name in ("epochs", "batch_size", "eval_every", "checkpoint_every", "keep_checkpoints"):
             _check_int(name, getattr(self, name), minimum=1)
         _check_int("log_every", self.log_every, minimum=0)

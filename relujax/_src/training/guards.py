@@ -1,15 +1,62 @@
-"""Guards of a training run: labels that fit the model, outputs that fail to write."""
+"""Guards of a training run: labels that fit the model, a loss that diverges, outputs that fail
+to write, SIGINT/SIGTERM that stop it."""
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
-from collections.abc import Callable
+import signal
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
 from relujax._src.training.checkpoint import Checkpointer
 from relujax._src.training.config import ConfigError
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class Interrupted(Exception):  # noqa: N818 (not an error: a requested stop)
+    """SIGINT/SIGTERM arrived; a checkpoint was saved. `signum` says which signal."""
+
+    def __init__(self, signum: int, message: str) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[dict[str, int]]:
+    """Within the block, SIGINT/SIGTERM set `flag["signum"]` instead of stopping the process."""
+    flag: dict[str, int] = {}
+
+    def handler(signum: int, frame: Any) -> None:
+        del frame
+        flag.setdefault("signum", signum)
+
+    try:
+        old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: no handlers, nothing to restore
+        yield flag
+        return
+    try:
+        yield flag
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def stopped(signum: int, ckpt: Checkpointer, epoch: int, batch: int) -> Interrupted:
+    """The Interrupted of `signum` once the checkpoint at (`epoch`, `batch`) is saved."""
+    name = signal.Signals(signum).name
+    where = f"in epoch {epoch + 1} after batch {batch}" if batch else f"after epoch {epoch}"
+    return Interrupted(
+        signum,
+        f"{name}: saved a checkpoint {where} in {ckpt.directory}; continue with the same "
+        "command and --resume",
+    )
 
 
 class WriteError(RuntimeError):

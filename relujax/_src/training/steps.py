@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from relujax._src import perf
+from relujax._src import policy
 
 Metrics = dict[str, jax.Array]
 
@@ -167,9 +167,9 @@ def make_steps(
             _, _, rest = nnx.split(model, nnx.Param, ...)
         return rest, accumulate(metrics, loss, correct, mask_row)
 
-    # Per-backend XLA options, chosen by the speed policy (relujax._src.perf.compiler_options;
+    # Per-backend XLA options, chosen by the speed policy (relujax._src.policy.compiler_options;
     # the step times behind the choice are in benchmarks/RESULTS.md).
-    opts = perf.compiler_options()
+    opts = policy.compiler_options()
     return StepFns(
         train=jax.jit(train, donate_argnums=(0, 1, 2, 3), compiler_options=opts),
         evaluate=jax.jit(evaluate, donate_argnums=(1, 2), compiler_options=opts),
