@@ -1,6 +1,6 @@
 """The activation study: one model trained with several activations under the same recipe.
 
-    python -m train.experiments.study --data-dir ../shared/data --out runs/study \
+    python -m train.experiments.study --data-dir DATA --out runs/study \
         --models netres netresdeep:10 \
         --activations relu leaky_relu prelu rrelu elu selu gelu silu --seeds 0 -- --epochs 15
     python -m train.experiments.study_report runs/study --out docs/study
