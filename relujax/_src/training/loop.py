@@ -62,7 +62,7 @@ def train(
 
     Example:
         >>> from relujax.training import TrainConfig, train
-        >>> cfg = TrainConfig(model="netdepth", dataset="synthetic", epochs=1, workdir="/tmp/rj")
+        >>> cfg = TrainConfig(model="netdepth", dataset="synthetic", epochs=1, workdir="runs/rj")
         >>> summary = train(cfg)  # doctest: +SKIP
     """
     workdir = pathlib.Path(config.workdir)
