@@ -305,13 +305,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             fields["workdir"] = _default_workdir(fields, args.resume)
             check_workdir(fields["workdir"], args.resume)
         config = training.TrainConfig(**fields)
-        if dataset is None:
-            try:
-                dataset = rdata.load_dataset(
-                    config.dataset, config.data_dir, **config.dataset_kwargs
-                )
-            except TypeError as e:  # a --dataset-kw the dataset does not take
-                raise training.ConfigError(f"--dataset-kw: {e}") from e
         summary = training.train(config, resume=args.resume, dataset=dataset)
     except training.NonFiniteLossError as e:
         err(f"train: {e}")

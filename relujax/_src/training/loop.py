@@ -95,7 +95,10 @@ def _train(
     progress = Progress(bar=config.progress, stream=None if lead else open(os.devnull, "w"))
     log = (log or progress.line) if lead else (lambda line: None)
     if dataset is None:
-        dataset = rdata.load_dataset(config.dataset, config.data_dir, **config.dataset_kwargs)
+        try:
+            dataset = rdata.load_dataset(config.dataset, config.data_dir, **config.dataset_kwargs)
+        except TypeError as e:  # a --dataset-kw the dataset does not take
+            raise ConfigError(f"--dataset-kw: {e}") from e
     run = prepare_run(config, dataset, model_fn=model_fn)
     speed = policy.current()  # what runs (relujax.policy), printed once and in summary.json
     log(f"speed policy: {speed}")
