@@ -24,58 +24,38 @@ import numpy as np
 
 
 def evaluate_both(folder: pathlib.Path, data_dir: str | None, repeats: int) -> dict:
-    """{'train_mode': [acc per repeat], 'eval_mode': acc, ...} for the run in `folder`."""
+    """{'train_mode': [acc per repeat], 'eval_mode': acc, ...} for the run in `folder`.
+
+    Both evaluations use the application's own evaluation step (`relujax.training.prepare_run`
+    with `eval_train_mode` True and False), restored from the run's last checkpoint.
+    """
     from relujax import data as rdata
-    from relujax._src.training.build import (
-        DTYPES,
-        RunState,
-        build_model,
-        split_model,
-        steps_per_epoch,
-    )
+    from relujax._src.data.sharding import put, replicated_sharding, table_sharding
+    from relujax._src.training.build import RunState
     from relujax._src.training.checkpoint import Checkpointer
-    from relujax._src.training.optim import make_optimizer
-    from relujax._src.training.steps import make_steps, zero_metrics
-    from relujax.training import TrainConfig
+    from relujax._src.training.steps import zero_metrics
+    from relujax.training import TrainConfig, prepare_run
 
     summary = json.loads((folder / "summary.json").read_text())
     config = TrainConfig.from_dict(summary["config"])
     if data_dir is not None:
         config = config.replace(data_dir=data_dir)
     ds = rdata.load_dataset(config.dataset, config.data_dir, **config.dataset_kwargs)
-    model = build_model(config, ds.num_classes)
-    train_gd, eval_gd, params, rest = split_model(model)
-    tx, _ = make_optimizer(config, model, params, steps_per_epoch(ds.n_train, config.batch_size))
-    template = RunState(params, rest, tx.init(params), zero_metrics())
-    ckpt = Checkpointer(folder / "checkpoints")
-    tree, meta = ckpt.restore(template.tree())
+    runs = {mode: prepare_run(config.replace(eval_train_mode=mode), ds) for mode in (True, False)}
+    tree, meta = Checkpointer(folder / "checkpoints").restore(runs[True].state.tree())
     state = RunState.from_tree(tree)
-    x, y = jax.numpy.asarray(ds.x_test), jax.numpy.asarray(np.asarray(ds.y_test, np.int32))
-    mean, std = jax.numpy.asarray(ds.mean), jax.numpy.asarray(ds.std)
     bs = config.eval_batch_size or config.batch_size
     idx, mask = rdata.epoch_indices(ds.n_test, bs, seed=0, epoch=0, shuffle=False)
-
-    steps = {
-        mode: make_steps(
-            train_gd,
-            eval_gd,
-            tx,
-            get_batch=rdata.get_batch,
-            mean=mean,
-            std=std,
-            dtype=DTYPES[config.dtype],
-            augment=False,
-            seed=config.seed,
-            eval_train_mode=mode,
-        )
-        for mode in (True, False)
-    }
+    sh = table_sharding(runs[True].mesh)
+    idx, mask = put(np.asarray(idx, np.int32), sh), put(np.asarray(mask, bool), sh)
 
     def accuracy(train_mode: bool, rest):
-        metrics = zero_metrics()
+        run = runs[train_mode]
+        metrics = put(zero_metrics(), replicated_sharding(run.mesh))
+        d = run.data
         for i in range(idx.shape[0]):
-            rest, metrics = steps[train_mode].evaluate(
-                state.params, rest, metrics, x, y, idx, mask, i
+            rest, metrics = run.steps.evaluate(
+                state.params, rest, metrics, d.x_test, d.y_test, idx, mask, run.number(i)
             )
         return int(metrics["correct"]) / int(metrics["count"]), rest
 
