@@ -56,6 +56,17 @@ def test_a_second_run_on_a_busy_workdir_exits_2_naming_the_holder(tmp_path, caps
     WorkdirLock(tmp_path).acquire().release()  # released on exit
 
 
+def test_the_lock_is_the_lead_process_alone(tmp_path, monkeypatch):
+    """In a multi-process run the lead (process 0) holds the lock; the others' checks pass it."""
+    import jax
+
+    with WorkdirLock(tmp_path):
+        with pytest.raises(WorkdirBusy):
+            cli.check_workdir(str(tmp_path), resume=True)
+        monkeypatch.setattr(jax, "process_index", lambda: 1)
+        cli.check_workdir(str(tmp_path), resume=True)  # process 1 beside its lead: no error
+
+
 def test_a_lock_left_by_a_killed_run_does_not_block(tmp_path):
     # A run's lock as the kernel sees it (plain fcntl: no jax import, so it starts fast).
     code = textwrap.dedent(f"""

@@ -225,7 +225,10 @@ def check_workdir(workdir: str, resume: bool) -> None:
         raise ConfigError(f"--workdir {workdir}: {base} is not writable by this user")
     if not path.is_dir():
         return
-    WorkdirLock(path).acquire().release()  # WorkdirBusy: name the process that holds it
+    import jax
+
+    if jax.process_index() == 0:  # the lead process holds the lock (loop.train); others share it
+        WorkdirLock(path).acquire().release()  # WorkdirBusy: name the process that holds it
     ckpts = path / "checkpoints"
     steps = (
         sorted(int(p.name) for p in ckpts.iterdir() if p.name.isdigit()) if ckpts.is_dir() else []
