@@ -16,6 +16,7 @@ import os
 import pathlib
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -193,11 +194,22 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
-def write_json(name: str, payload: Mapping[str, Any], *, quick: bool, out: pathlib.Path | None):
-    """Writes ``payload`` and machine info to ``out`` or ``DEFAULT_OUT_DIR/<name>[_quick].json``."""
+def write_json(
+    name: str,
+    payload: Mapping[str, Any],
+    *,
+    quick: bool,
+    out: pathlib.Path | None,
+    argv: Sequence[str] | None = None,
+):
+    """Writes ``payload``, machine info and the command's arguments (``argv``, default
+    ``sys.argv[1:]``: what RESULTS.md reprints as the command) to ``out`` or
+    ``DEFAULT_OUT_DIR/<name>[_quick].json``."""
     path = out or DEFAULT_OUT_DIR / f"{name}{'_quick' if quick else ''}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"benchmark": name, "quick": quick, "machine": machine_info(), **payload}
+    doc = {"benchmark": name, "quick": quick, "machine": machine_info()}
+    doc["argv"] = list(sys.argv[1:] if argv is None else argv)
+    doc.update(payload)
     path.write_text(json.dumps(doc, indent=1, default=_jsonable) + "\n")
     print(f"\nwrote {path}")
     return path

@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     h.header("activations")
     result = run(args)
     print_tables(result)
-    h.write_json("activations", result, quick=args.quick, out=args.out)
+    h.write_json("activations", result, quick=args.quick, out=args.out, argv=argv)
     return result
 
 

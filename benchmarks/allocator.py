@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
     cols = ["candidate", "allocator"] + [k for k in rows[0] if k.endswith("GB/s")]
     print(_harness.format_table(rows, cols + ["step ms", "step speed-up"]))
     payload = {"rounds": rounds, "rows": rows, "samples": samples}
-    _harness.write_json("allocator", payload, quick=a.quick, out=a.out)
+    _harness.write_json("allocator", payload, quick=a.quick, out=a.out, argv=argv)
     return payload
 
 

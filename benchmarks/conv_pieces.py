@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ]
     print(h.format_table(rows, ["case", "ms", "GFLOP_per_s"]))
     doc = {"shape": [b, s, s, ch], "rows": rows}
-    h.write_json("conv_pieces", doc, quick=args.quick, out=args.out)
+    h.write_json("conv_pieces", doc, quick=args.quick, out=args.out, argv=argv)
     return {"rows": rows}
 
 

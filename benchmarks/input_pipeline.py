@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> dict:
         "compile_s": compile_s,
         "times": times,
     }
-    h.write_json("input_pipeline", payload, quick=args.quick, out=args.out)
+    h.write_json("input_pipeline", payload, quick=args.quick, out=args.out, argv=argv)
     return payload
 
 
