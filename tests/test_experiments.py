@@ -10,7 +10,7 @@ from flax import nnx
 
 from relujax import data as rdata
 from relujax.train import PRESETS
-from train.experiments import eval_modes, relu_prime, report, study, study_report
+from train.experiments import eval_modes, relu_prime, report, shared_bn, study, study_report
 from train.experiments.book_targets import BOOK, IMPROVED, targets
 
 
@@ -163,6 +163,39 @@ def test_eval_modes_restores_and_evaluates_both_ways(model, same, tmp_path, caps
 def test_eval_modes_rejects_unfinished_folder(tmp_path):
     with pytest.raises(SystemExit):
         eval_modes.main([str(tmp_path)])
+
+
+def test_shared_bn_matches_the_model_and_explains_eval_mode(tmp_path, capsys):
+    from relujax.training import TrainConfig, train
+
+    work = tmp_path / "shared"
+    cfg = TrainConfig(
+        model="netresdeep",
+        model_kwargs={"n_blocks": 4, "shared_blocks": True, "n_chans1": 4},
+        dataset="synthetic",
+        dataset_kwargs={"n_train": 64, "n_test": 40},
+        batch_size=16,
+        epochs=1,
+        workdir=str(work),
+        progress=False,
+    )
+    summary = train(cfg, log=lambda line: None)
+    r = shared_bn.analyse(work, None, batch_size=16)
+    assert r["check"]["train_mode_max_abs_diff"] < 1e-4, r["check"]  # our forward is the model's
+    assert r["check"]["eval_mode_max_abs_diff"] < 1e-4, r["check"]
+    assert r["val_eval_mode_shared_stats"] == pytest.approx(summary["final_val_acc"])
+    assert 0.0 <= r["val_eval_mode_per_depth_stats"] <= 1.0
+    assert len(r["mean_shift_in_running_sd"]) == len(r["var_over_running_var"]) == 4
+    out = tmp_path / "out"
+    args = [str(work), "--json", str(out / "r.json"), "--plot", str(out / "r.png")]
+    assert shared_bn.main(args) == 0
+    assert "each depth's own statistics" in capsys.readouterr().out
+    assert (out / "r.png").stat().st_size > 1000 and json.loads((out / "r.json").read_text())
+
+
+def test_shared_bn_refuses_other_runs(tmp_path):
+    with pytest.raises(SystemExit, match="summary.json"):
+        shared_bn.main([str(tmp_path)])
 
 
 def test_study_report_dead_plot_of_any_run(tmp_path):
