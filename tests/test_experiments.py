@@ -10,7 +10,15 @@ from flax import nnx
 
 from relujax import data as rdata
 from relujax.train import PRESETS
-from train.experiments import eval_modes, relu_prime, report, shared_bn, study, study_report
+from train.experiments import (
+    eval_modes,
+    init_loss,
+    relu_prime,
+    report,
+    shared_bn,
+    study,
+    study_report,
+)
 from train.experiments.book_targets import BOOK, IMPROVED, targets
 
 
@@ -196,6 +204,18 @@ def test_shared_bn_matches_the_model_and_explains_eval_mode(tmp_path, capsys):
 def test_shared_bn_refuses_other_runs(tmp_path):
     with pytest.raises(SystemExit, match="summary.json"):
         shared_bn.main([str(tmp_path)])
+
+
+def test_init_loss_per_seed(capsys):
+    small = {"dataset": "synthetic", "dataset_kwargs": {"n_train": 32, "n_test": 8}}
+    small["model_kwargs"] = {"n_blocks": 3, "shared_blocks": True, "n_chans1": 4}
+    a = init_loss.losses("book-netresdeep", [0, 1, 0], None, **small)
+    assert a[0] == a[2] != a[1] and all(v > 0 for v in a)  # a function of the seed alone
+    assert init_loss._seeds("0-2,7") == [0, 1, 2, 7]
+    with pytest.raises(argparse.ArgumentTypeError):
+        init_loss._seeds("a-b")
+    assert init_loss.main(["no-such-preset"]) == 2
+    assert "unknown preset" in capsys.readouterr().err
 
 
 def test_study_report_dead_plot_of_any_run(tmp_path):
