@@ -77,7 +77,9 @@ def test_user_nnx_jit_step_runs_what_the_app_runs():
     # policy allows), as python -m train's step.
     import optax
 
-    model = NetResDeep(n_blocks=2, n_chans1=8, rngs=nnx.Rngs(0))
+    # 16 channels: native kernels apply at every vector width (4, 8, 16 lanes); 8 would not
+    # on AVX-512.
+    model = NetResDeep(n_blocks=2, n_chans1=16, rngs=nnx.Rngs(0))
     optimizer = nnx.Optimizer(model, optax.sgd(0.1), wrt=nnx.Param)
     x = jax.random.normal(jax.random.key(0), (4, 32, 32, 3), jnp.float32)
     y = jnp.array([0, 1, 0, 1], jnp.int32)
@@ -95,7 +97,7 @@ def test_user_nnx_jit_step_runs_what_the_app_runs():
     grad = jax.jit(lambda s: jax.grad(lambda s: loss_fn(nnx.merge(gd, s), x, y))(s))
     assert ("relujax_conv" in grad.lower(state).as_text()) == policy.native_convs()
     with policy.override("gpu"):  # the same model with lax's convolutions
-        stock = NetResDeep(n_blocks=2, n_chans1=8, scan_blocks=False, rngs=nnx.Rngs(0))
+        stock = NetResDeep(n_blocks=2, n_chans1=16, scan_blocks=False, rngs=nnx.Rngs(0))
     gd_stock = nnx.graphdef(stock)
     want = jax.jit(lambda s: jax.grad(lambda s: loss_fn(nnx.merge(gd_stock, s), x, y))(s))
     for a, b in zip(jax.tree.leaves(grad(state)), jax.tree.leaves(want(state)), strict=True):
