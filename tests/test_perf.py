@@ -65,11 +65,16 @@ def test_conv_matches_lax(size, k, stride, padding, native):
         _close(a, b)
 
 
-@pytest.mark.parametrize("size,k,stride,padding", [CONV_CASES[0], CONV_CASES[2], CONV_CASES[4]])
-def test_conv_every_ad_mode_matches_lax(size, k, stride, padding):
+# 16 output channels: a multiple of every native vector width, so on CPU the stride-2 case
+# takes the native kernels through space-to-depth (8 would not on AVX-512).
+@pytest.mark.parametrize(
+    "size,k,stride,padding,o",
+    [(*CONV_CASES[0], 8), (*CONV_CASES[2], 8), (*CONV_CASES[4], 8), (*CONV_CASES[2], 16)],
+)
+def test_conv_every_ad_mode_matches_lax(size, k, stride, padding, o):
     # Forward mode, reverse mode, their compositions and vmap, against lax's own rules.
-    x, w = _operands(size, k)
-    tx, tw = _operands(size, k, seed=2)
+    x, w = _operands(size, k, o=o)
+    tx, tw = _operands(size, k, seed=2, o=o)
     ref, new = _pair(stride, padding)
 
     def loss(conv):
@@ -95,6 +100,49 @@ def test_conv_every_ad_mode_matches_lax(size, k, stride, padding):
             _close(a, b, 1e-4)
     # eager (unjitted) binding gives the same values
     _close(new(x, w), ref(x, w))
+
+
+S2D_CASES = [
+    (8, 3, ((1, 1), (1, 1))),  # resnet's stride-2 convolutions: even size
+    (9, 3, ((1, 1), (1, 1))),  # odd size: the last row and column of blocks half padding
+    (8, 3, ((0, 0), (0, 0))),  # rows past the last window cropped
+    (11, 3, ((1, 0), (0, 1))),  # asymmetric padding
+    (8, 2, ((0, 0), (0, 0))),  # even kernel: no zero taps
+    (9, 5, ((2, 2), (2, 2))),
+    (10, 7, ((3, 3), (3, 3))),  # the ImageNet ResNets' stem
+]
+
+
+@pytest.mark.parametrize("size,k,padding", S2D_CASES)
+def test_stride2_conv_as_space_to_depth(size, k, padding):
+    # Where the policy runs native kernels, stride-2 convolutions are rewritten as stride-1
+    # ones over 2x2 blocks (perf._space_to_depth_conv): the same values and gradients as lax,
+    # and every piece on the native kernels (no XLA convolution left in the compiled step).
+    from relujax._src import native, policy
+
+    # 4 input and 16 output channels: the rewritten convolution and its input gradient have 16
+    # output channels, a multiple of every native vector width.
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((2, size, size, 4)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((k, k, 4, 16)) / k, jnp.float32)
+    ref, new = _pair(2, padding)
+    g = jnp.asarray(np.random.default_rng(1).standard_normal(jax.eval_shape(ref, x, w).shape))
+    step = jax.jit(lambda x, w, g: jax.vjp(new, x, w)[1](g) + (new(x, w),))
+    *grads1, y1 = step(x, w, g)
+    y0, vjp0 = jax.vjp(ref, x, w)
+    _close(y1, y0)
+    for a, b in zip(grads1, vjp0(g), strict=True):
+        _close(a, b)
+    hlo = step.lower(x, w, g).compile().as_text()
+    if policy.native_convs() and native.lanes() <= 16:
+        assert " convolution(" not in hlo and hlo.count("relujax_conv") >= 3
+    # The rewrite is for the native kernels only: XLA's convolutions stay as they were.
+    xla = jax.jit(
+        lambda x, w: perf.conv_general_dilated(
+            x, w, (2, 2), padding, dimension_numbers=DN, native=False
+        )
+    )
+    assert "relujax_conv" not in xla.lower(x, w).compile().as_text()
 
 
 def test_conv_jvp_in_scan():

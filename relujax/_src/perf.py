@@ -146,17 +146,72 @@ def conv_general_dilated(
             preferred_element_type=preferred_element_type,
             **kwargs,
         )
-    return _fastconv.conv(
-        lhs,
-        rhs,
-        window_strides=strides,
-        padding=pads,
-        lhs_dilation=ld,
-        rhs_dilation=rd,
+    conv = functools.partial(
+        _fastconv.conv,
         precision=precision,
         kernel_grad=kernel_grad or "conv",
         native=native is not False,
+        lhs_dilation=ld,
+        rhs_dilation=rd,
     )
+    if native is not False and _stride2_native(lhs, rhs, strides, pads, ld, rd):
+        return _space_to_depth_conv(conv, lhs, rhs, pads)
+    return conv(lhs, rhs, window_strides=strides, padding=pads)
+
+
+def _s2d_shapes(x_shape, w_shape, pads):
+    # Stride-2 convolution as a stride-1 one on 2x2 space-to-depth blocks: output size, and
+    # blocks per side (p) and kernel taps per side (q) of the rewritten convolution.
+    (_, h, w, _), (kh, kw, _, _) = x_shape, w_shape
+    (lo_h, hi_h), (lo_w, hi_w) = pads
+    ho, wo = (h + lo_h + hi_h - kh) // 2 + 1, (w + lo_w + hi_w - kw) // 2 + 1
+    qh, qw = (kh + 1) // 2, (kw + 1) // 2
+    return (ho, wo), (ho + qh - 1, wo + qw - 1), (qh, qw)
+
+
+def _stride2_native(lhs, rhs, strides, pads, ld, rhs_dil) -> bool:
+    """Whether a stride-2 convolution goes to the native kernels through space-to-depth.
+
+    Where the policy runs native kernels (CPU), a 2-D stride-2 convolution without dilation
+    and with a kernel wider than 1 is rewritten (:func:`_space_to_depth_conv`) when the native
+    kernels take the rewritten stride-1 convolution; XLA:CPU runs stride-2 convolutions and
+    their derivatives with batch/feature transposes around a dilated convolution.
+    """
+    from relujax._src import policy
+
+    if strides != (2, 2) or ld != (1, 1) or rhs_dil != (1, 1) or min(rhs.shape[:2]) < 2:
+        return False
+    if not policy.native_convs():
+        return False
+    (ho, wo), (ph, pw), (qh, qw) = _s2d_shapes(lhs.shape, rhs.shape, pads)
+    if min(ho, wo) < 1 or any(lo < 0 or hi < 0 for lo, hi in pads):
+        return False
+    n, _, _, c = lhs.shape
+    kernel = (qh, qw, 4 * c, rhs.shape[3])
+    return _native.supports((n, ph, pw, 4 * c), kernel, ((0, 0), (0, 0)), lhs.dtype)
+
+
+def _space_to_depth_conv(conv, x: jax.Array, w: jax.Array, pads) -> jax.Array:
+    """A stride-2 NHWC/HWIO convolution as a stride-1 ``conv`` over 2x2 blocks of pixels.
+
+    With ``xp`` the zero-padded input, ``y[o] = sum_i xp[2o + i] w[i]`` per spatial axis;
+    writing ``i = 2q + r`` (``r`` in {0, 1}) and ``X[p, r] = xp[2p + r]`` gives
+    ``y[o] = sum_{q, r} X[o + q, r] w[2q + r]``: a stride-1 convolution of the blocks ``X``
+    (4C channels) with a ``ceil(k / 2)``-tap kernel (the taps past ``k`` zero). The same sums
+    up to the zero taps (float rounding aside); its derivatives are those of the stride-1
+    convolution and of the reshapes. Costs ``(2 ceil(k/2) / k)^2`` times the multiply-adds.
+    """
+    n, h, wd, c = x.shape
+    kh, kw, _, o = w.shape
+    (lo_h, _), (lo_w, _) = pads
+    _, (ph, pw), (qh, qw) = _s2d_shapes(x.shape, w.shape, pads)
+    # Pad (or crop: negative high padding) to exactly 2p rows and columns.
+    rows, cols = (lo_h, 2 * ph - h - lo_h, 0), (lo_w, 2 * pw - wd - lo_w, 0)
+    xp = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), rows, cols, (0, 0, 0)))
+    xs = xp.reshape(n, ph, 2, pw, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, ph, pw, 4 * c)
+    wp = jnp.pad(w, ((0, 2 * qh - kh), (0, 2 * qw - kw), (0, 0), (0, 0)))
+    ws = wp.reshape(qh, 2, qw, 2, c, o).transpose(0, 2, 1, 3, 4, 5).reshape(qh, qw, 4 * c, o)
+    return conv(xs, ws, window_strides=(1, 1), padding=((0, 0), (0, 0)))
 
 
 def use_fast_conv(model: Any, *, kernel_grad: str | None = None, native: bool | None = None) -> Any:
