@@ -89,9 +89,10 @@ def conv_general_dilated(
     which XLA:CPU's default YNNPACK convolutions run faster; under
     :func:`relujax.policy.compiler_options` (Eigen convolutions) one convolution is faster.
 
-    ``native`` (stride-1 float32 convolutions on CPU): ``None`` (default) runs each piece
-    (forward, input gradient, kernel gradient) that relujax's native kernels support with them
-    when :func:`relujax.policy.native_convs` allows, the rest with XLA; ``False`` always XLA;
+    ``native`` (float32 convolutions on CPU, stride 1, or stride 2 rewritten as stride 1 over
+    2x2 space-to-depth blocks): ``None`` (default) runs each piece (forward, input gradient,
+    kernel gradient) that relujax's native kernels support with them when
+    :func:`relujax.policy.native_convs` allows, the rest with XLA; ``False`` always XLA;
     ``True`` as ``None`` but raises when the native kernels are unavailable. Equal to ``lax``
     within float rounding; deterministic.
 
