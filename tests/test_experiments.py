@@ -11,6 +11,7 @@ from flax import nnx
 from relujax import data as rdata
 from relujax.train import PRESETS
 from train.experiments import (
+    depth_scale,
     eval_modes,
     init_loss,
     relu_prime,
@@ -216,6 +217,20 @@ def test_init_loss_per_seed(capsys):
         init_loss._seeds("a-b")
     assert init_loss.main(["no-such-preset"]) == 2
     assert "unknown preset" in capsys.readouterr().err
+
+
+def test_depth_scale_stream_grows_with_depth(capsys):
+    # Each ReLU block adds a non-negative term to the stream (the first blocks' weights are the
+    # same at every depth for one seed), so fc1's input can only grow with the depth.
+    small = {"n_train": 16, "n_test": 4}
+    rows = depth_scale.measure([1, 4], None, batch=8, dataset="synthetic", **small)
+    assert [r["depth"] for r in rows] == [1, 4]
+    assert rows[1]["fc1_input_mean"] > rows[0]["fc1_input_mean"] > 0
+    assert all(0 <= r["negative_for_every_image"] <= r["units"] == 32 for r in rows)
+    for bad in ("1,x", "0,3"):
+        with pytest.raises(SystemExit):
+            depth_scale.main(["--depths", bad])
+    assert "--depths" in capsys.readouterr().err
 
 
 def test_study_report_dead_plot_of_any_run(tmp_path):
