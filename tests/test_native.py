@@ -84,6 +84,51 @@ def test_kernels_match_lax(isa, case):
     assert _rel(dk, vjp(g)[0]) < 1e-5
 
 
+# Winograd F(2x2, 3x3) shapes, channels in vectors of the build (m: input channels, o: output):
+# NetResDeep's block, odd heights and widths (a partial last tile row and column), asymmetric
+# and zero pads, a 1x1 and a 2x3 image, more output than input channels, and an image wide
+# enough to be cut into several bands of tile rows.
+WINOGRAD = [
+    (2, 16, 16, 2, 2, ((1, 1), (1, 1))),
+    (3, 9, 7, 1, 2, ((1, 1), (1, 1))),
+    (2, 7, 5, 2, 1, ((0, 2), (2, 0))),
+    (2, 8, 11, 1, 1, ((0, 0), (0, 0))),
+    (1, 1, 1, 1, 1, ((1, 1), (1, 1))),
+    (2, 2, 3, 1, 3, ((2, 1), (0, 2))),
+    (1, 20, 70, 2, 2, ((1, 1), (1, 1))),
+]
+
+
+@pytest.mark.parametrize("isa", native.ISAS)
+@pytest.mark.parametrize("case", WINOGRAD, ids=[f"case{i}" for i in range(len(WINOGRAD))])
+def test_winograd_matches_direct_and_lax(isa, case):
+    _need(isa)
+    n, h, w, m, mo, pads = case
+    lanes = native.lanes(isa)
+    c, o = m * lanes, mo * lanes
+    x, kern, _ = _data((n, h, w, c, o, 3, pads))
+    assert native.winograd_applies(x.shape, kern.shape, isa=isa)
+    assert not native.winograd_applies(x.shape, (3, 3, c + 1, o), isa=isa)
+    assert not native.winograd_applies(x.shape, (5, 5, c, o), isa=isa)
+    ref = _lax(x, kern, pads)
+    wino = jax.jit(lambda x, k: native.conv(x, k, pads, isa=isa, winograd=True))(x, kern)
+    direct = jax.jit(lambda x, k: native.conv(x, k, pads, isa=isa, winograd=False))(x, kern)
+    assert wino.shape == direct.shape == ref.shape
+    assert _rel(direct, ref) < 1e-5
+    assert _rel(wino, ref) < 1e-5
+    if h * w >= 16:  # the two paths round differently: both really ran
+        assert _rel(wino, direct) > 0
+
+
+def test_winograd_default_and_switch(monkeypatch):
+    monkeypatch.delenv("RELUJAX_NATIVE_WINOGRAD", raising=False)
+    assert native.winograd_default()
+    monkeypatch.setenv("RELUJAX_NATIVE_WINOGRAD", "0")
+    assert not native.winograd_default()
+    with pytest.raises(TypeError, match="winograd must be a bool, got str"):
+        native.conv(jnp.ones((1, 4, 4, 1)), jnp.ones((3, 3, 1, 4)), ((1, 1), (1, 1)), winograd="1")
+
+
 @pytest.mark.parametrize("isa", native.ISAS)
 def test_kernels_are_deterministic(isa):
     _need(isa)

@@ -13,6 +13,9 @@ the CPU; a later process loads it in milliseconds. Without a compiler, on anothe
 architecture, on a build error or with ``RELUJAX_NATIVE=0``, :func:`available` is ``False``,
 :func:`build_error` says why, and XLA's convolutions run instead.
 
+3x3 convolutions whose input channels fill whole vectors run as Winograd F(2x2, 3x3) (2.25x
+fewer multiply-adds; :func:`winograd_applies`), unless ``RELUJAX_NATIVE_WINOGRAD=0``.
+
 Vector widths (``isa``): ``"sse"`` (4 floats), ``"avx2"`` (8; AVX/AVX2), ``"avx512"`` (16).
 By default the widest this CPU executes; ``RELUJAX_NATIVE_ISA`` picks another one, and every
 function takes ``isa=`` so that tests can build and run each width the CPU executes
@@ -59,6 +62,8 @@ __all__ = [
     "lanes",
     "library_path",
     "supports",
+    "winograd_applies",
+    "winograd_default",
 ]
 
 ISAS = ("sse", "avx2", "avx512")
@@ -289,18 +294,49 @@ def _out_hw(x_shape, kh: int, kw: int, pads: Pads) -> tuple[int, int]:
     return x_shape[1] + top + bottom - kh + 1, x_shape[2] + left + right - kw + 1
 
 
-def conv(x: jax.Array, kernel: jax.Array, pads: Pads, *, isa: str | None = None) -> jax.Array:
+def winograd_default() -> bool:
+    """Whether :func:`conv` uses Winograd where it applies: yes unless
+    ``RELUJAX_NATIVE_WINOGRAD=0`` (read when a computation is traced)."""
+    return os.environ.get("RELUJAX_NATIVE_WINOGRAD", "1").strip() != "0"
+
+
+def winograd_applies(x_shape, kernel_shape, *, isa: str | None = None) -> bool:
+    """Whether :func:`conv` computes this convolution as Winograd F(2x2, 3x3).
+
+    3x3 kernels whose input channels are a multiple of :func:`lanes` (the 2.25x fewer
+    multiply-adds pay for the tile transforms only on whole vectors); the rest run direct.
+    """
+    kh, kw, c, _ = kernel_shape
+    return kh == 3 and kw == 3 and c % lanes(isa) == 0
+
+
+def conv(
+    x: jax.Array,
+    kernel: jax.Array,
+    pads: Pads,
+    *,
+    isa: str | None = None,
+    winograd: bool | None = None,
+) -> jax.Array:
     """Stride-1 convolution of NHWC ``x`` with HWIO ``kernel``, zero ``pads`` ((t, b), (l, r)).
 
     Equal to ``lax.conv_general_dilated(x, kernel, (1, 1), pads, dimension_numbers=("NHWC",
-    "HWIO", "NHWC"))`` up to float rounding. Check :func:`supports` first.
+    "HWIO", "NHWC"))`` up to float rounding. Check :func:`supports` first. ``winograd=True``
+    computes the convolutions of :func:`winograd_applies` as Winograd F(2x2, 3x3) (Lavin and
+    Gray, 2016: 16 products per 2x2 output tile and channel pair instead of 36, with transforms
+    that only add, subtract and halve); ``False`` always runs the direct convolution; ``None``
+    (default): :func:`winograd_default`.
     """
     isa = _resolve(isa)
+    if winograd is None:
+        winograd = winograd_default()
+    if not isinstance(winograd, bool):
+        raise TypeError(f"native.conv: winograd must be a bool, got {type(winograd).__name__}")
     kh, kw, _, out = kernel.shape
     ho, wo = _out_hw(x.shape, kh, kw, pads)
     shape = jax.ShapeDtypeStruct((x.shape[0], ho, wo, out), x.dtype)
     call = jax.ffi.ffi_call(f"relujax_conv_{isa}", shape, vmap_method="sequential")
-    return call(x, kernel, **_attrs(pads))
+    return call(x, kernel, **_attrs(pads), winograd=np.int64(winograd))
 
 
 def conv_kernel_grad(
