@@ -7,6 +7,8 @@ CIFAR-shaped data for each model and batch size. The steps (``benchmarks._steps`
   (``relujax.training.make_steps`` and the run setup), whatever the speed policy decides;
 * ``app[ACTIVATION]``: the same with another activation (a ``create_model`` name, or
   ``jax.nn.relu`` / ``relu(residual='bits')`` to compare what the backward pass keeps);
+* ``app-direct``: the same with relujax's native convolutions computed directly, not as
+  Winograd (``RELUJAX_NATIVE_WINOGRAD=0`` while it compiles): what the Winograd paths gain;
 * ``plain``: a user's own step, ``nnx.jit`` over ``nnx.value_and_grad`` and ``nnx.Optimizer``,
   on ``relujax.models.create_model(name)`` with default arguments; ``plain[cached]`` the same
   through ``nnx.cached_partial`` (Flax's remedy for ``nnx.jit``'s per-call graph walk);

@@ -7,6 +7,7 @@ testing every width it can run.
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -110,14 +111,24 @@ def test_winograd_matches_direct_and_lax(isa, case):
     assert native.winograd_applies(x.shape, kern.shape, isa=isa)
     assert not native.winograd_applies(x.shape, (3, 3, c + 1, o), isa=isa)
     assert not native.winograd_applies(x.shape, (5, 5, c, o), isa=isa)
-    ref = _lax(x, kern, pads)
-    wino = jax.jit(lambda x, k: native.conv(x, k, pads, isa=isa, winograd=True))(x, kern)
-    direct = jax.jit(lambda x, k: native.conv(x, k, pads, isa=isa, winograd=False))(x, kern)
-    assert wino.shape == direct.shape == ref.shape
-    assert _rel(direct, ref) < 1e-5
-    assert _rel(wino, ref) < 1e-5
-    if h * w >= 16:  # the two paths round differently: both really ran
-        assert _rel(wino, direct) > 0
+    ref, vjp = jax.vjp(lambda k: _lax(x, k, pads), kern)
+    g = jnp.asarray(np.random.default_rng(1).standard_normal(ref.shape), jnp.float32)
+    dk_ref = vjp(g)[0]
+    for what, want, fn in [
+        ("forward", ref, lambda x, g, w: native.conv(x, kern, pads, isa=isa, winograd=w)),
+        (
+            "kernel grad",
+            dk_ref,
+            lambda x, g, w: native.conv_kernel_grad(x, g, (3, 3), pads, isa=isa, winograd=w),
+        ),
+    ]:
+        wino = jax.jit(functools.partial(fn, w=True))(x, g)
+        direct = jax.jit(functools.partial(fn, w=False))(x, g)
+        assert wino.shape == direct.shape == want.shape, what
+        assert _rel(direct, want) < 1e-5, what
+        assert _rel(wino, want) < 1e-5, what
+        if h * w >= 16:  # the two paths round differently: both really ran
+            assert _rel(wino, direct) > 0, what
 
 
 def test_winograd_default_and_switch(monkeypatch):
@@ -125,7 +136,7 @@ def test_winograd_default_and_switch(monkeypatch):
     assert native.winograd_default()
     monkeypatch.setenv("RELUJAX_NATIVE_WINOGRAD", "0")
     assert not native.winograd_default()
-    with pytest.raises(TypeError, match="winograd must be a bool, got str"):
+    with pytest.raises(TypeError, match="winograd must be a bool or None, got str"):
         native.conv(jnp.ones((1, 4, 4, 1)), jnp.ones((3, 3, 1, 4)), ((1, 1), (1, 1)), winograd="1")
 
 

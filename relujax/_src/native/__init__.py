@@ -300,6 +300,14 @@ def winograd_default() -> bool:
     return os.environ.get("RELUJAX_NATIVE_WINOGRAD", "1").strip() != "0"
 
 
+def _winograd_arg(winograd: bool | None) -> bool:
+    if winograd is None:
+        return winograd_default()
+    if not isinstance(winograd, bool):
+        raise TypeError(f"native: winograd must be a bool or None, got {type(winograd).__name__}")
+    return winograd
+
+
 def winograd_applies(x_shape, kernel_shape, *, isa: str | None = None) -> bool:
     """Whether :func:`conv` computes this convolution as Winograd F(2x2, 3x3).
 
@@ -328,10 +336,7 @@ def conv(
     (default): :func:`winograd_default`.
     """
     isa = _resolve(isa)
-    if winograd is None:
-        winograd = winograd_default()
-    if not isinstance(winograd, bool):
-        raise TypeError(f"native.conv: winograd must be a bool, got {type(winograd).__name__}")
+    winograd = _winograd_arg(winograd)
     kh, kw, _, out = kernel.shape
     ho, wo = _out_hw(x.shape, kh, kw, pads)
     shape = jax.ShapeDtypeStruct((x.shape[0], ho, wo, out), x.dtype)
@@ -346,13 +351,17 @@ def conv_kernel_grad(
     pads: Pads,
     *,
     isa: str | None = None,
+    winograd: bool | None = None,
 ) -> jax.Array:
     """The kernel gradient of :func:`conv`: ``dk[i,j,c,o] = sum x_pad[n,h+i,w+j,c] g[n,h,w,o]``.
 
     ``g`` is the cotangent of the output (NHWC); returns an HWIO kernel of spatial size
-    ``kernel_hw``. Check :func:`supports` (with the kernel's shape) first.
+    ``kernel_hw``. Check :func:`supports` (with the kernel's shape) first. ``winograd`` as in
+    :func:`conv`: where :func:`winograd_applies`, the sum is taken as Winograd F(3x3, 2x2) over
+    2x2 blocks of ``g`` (16 products per block and channel pair instead of 36).
     """
     isa = _resolve(isa)
+    winograd = _winograd_arg(winograd)
     shape = jax.ShapeDtypeStruct((*kernel_hw, x.shape[-1], g.shape[-1]), x.dtype)
     call = jax.ffi.ffi_call(f"relujax_conv_kernel_grad_{isa}", shape, vmap_method="sequential")
-    return call(x, g, **_attrs(pads))
+    return call(x, g, **_attrs(pads), winograd=np.int64(winograd))

@@ -398,9 +398,155 @@ inline void DwTileN(int n, const float* x, const float* g, float* dk, int64_t C,
   }
 }
 
+// --- Winograd F(3x3, 2x2) for the kernel gradient ---------------------------------------------
+// dk[i,j] = sum_{h,w} xp[h+i, w+j] g[h, w] is a correlation of the padded input with the
+// cotangent that yields a 3x3 result: over each 2x2 block of g and its 4x4 input patch it is
+// F(3x3, 2x2), dk += A^T [(G g G^T) . (B^T d B)] A, 16 products per block and channel pair where
+// the direct sum has 36. The 16 products summed over blocks and images are 16 matrix products
+// (C x blocks) (blocks x O), run by the kernel-gradient tile above.
+//   B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 -1 0 1]   G = [1 0; .5 .5; .5 -.5; 0 1]
+//   A^T = [1 1 1 0; 0 1 -1 0; 0 1 1 1]
+
+// Rows [a0, a1) of B^T d B for one 4x4 input patch, vectorized over the input channels.
+inline void WinogradDwInput(const float* d, float* v, int64_t row, int64_t C, int64_t stride,
+                            int a0, int a1) {
+  for (int64_t c = 0; c < C; c += kLanes) {
+    vf x[4][4];
+    #pragma GCC unroll 4
+    for (int r = 0; r < 4; ++r)
+      #pragma GCC unroll 4
+      for (int s = 0; s < 4; ++s) x[r][s] = load(d + r * row + s * C + c);
+    for (int a = a0; a < a1; ++a) {
+      vf t[4];
+      #pragma GCC unroll 4
+      for (int s = 0; s < 4; ++s) {
+        t[s] = a == 0 ? x[0][s] - x[2][s]
+             : a == 1 ? x[1][s] + x[2][s]
+             : a == 2 ? x[2][s] - x[1][s]
+                      : x[3][s] - x[1][s];
+      }
+      float* va = v + (a - a0) * 4 * stride + c;
+      store(va + 0 * stride, t[0] - t[2]);
+      store(va + 1 * stride, t[1] + t[2]);
+      store(va + 2 * stride, t[2] - t[1]);
+      store(va + 3 * stride, t[3] - t[1]);
+    }
+  }
+}
+
+// Rows [a0, a1) of G g G^T for one 2x2 block of the cotangent (rows / columns past the edge
+// are zeros), vectorized over the output channels.
+inline void WinogradDwGrad(const float* g, float* v, int64_t row, int64_t O, int64_t stride,
+                           int rows, int cols, int a0, int a1) {
+  const vf half = splat(0.5f);
+  for (int64_t o = 0; o < O; o += kLanes) {
+    vf x[2][2];
+    for (int r = 0; r < 2; ++r)
+      for (int s = 0; s < 2; ++s)
+        x[r][s] = (r < rows && s < cols) ? load(g + r * row + s * O + o) : vf{};
+    for (int a = a0; a < a1; ++a) {
+      vf t[2];
+      for (int s = 0; s < 2; ++s) {
+        t[s] = a == 0 ? x[0][s]
+             : a == 1 ? (x[0][s] + x[1][s]) * half
+             : a == 2 ? (x[0][s] - x[1][s]) * half
+                      : x[1][s];
+      }
+      float* va = v + (a - a0) * 4 * stride + o;
+      store(va + 0 * stride, t[0]);
+      store(va + 1 * stride, (t[0] + t[1]) * half);
+      store(va + 2 * stride, (t[0] - t[1]) * half);
+      store(va + 3 * stride, t[1]);
+    }
+  }
+}
+
+// The kernel gradient as F(3x3, 2x2). Parts own rows of positions (a of (a, b)), so every
+// position's sum is taken by one thread over the images and blocks in a fixed order.
+void WinogradKernelGrad(ffi::ThreadPool& pool, const float* xs, const float* gs, float* dk,
+                        const Geometry& g) {
+  Geometry gw = g;
+  gw.Hp = 2 * ((g.Ho + 1) / 2) + 2;
+  gw.Wp = 2 * ((g.Wo + 1) / 2) + 2;
+  const int64_t th_n = (g.Ho + 1) / 2, tw_n = (g.Wo + 1) / 2;
+  const int64_t C = g.C, O = g.O;
+  std::vector<float> msum(16 * C * O, 0.0f);
+  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(pool.num_threads(), 4));
+  ParallelFor(pool, parts, [&](int64_t part) {
+    const int a0 = static_cast<int>(4 * part / parts), a1 = static_cast<int>(4 * (part + 1) / parts);
+    const int na = a1 - a0;
+    const int64_t per_row = tw_n * (C + O) * 4 * na * sizeof(float);
+    const int64_t band = std::max<int64_t>(1, std::min<int64_t>(th_n, (192 << 10) / per_row));
+    constexpr int64_t kSkew = 16;
+    const int64_t tiles_max = band * tw_n;
+    thread_local std::vector<float> vbuf, gbuf;
+    if (static_cast<int64_t>(vbuf.size()) < 16 * (tiles_max * C + kSkew))
+      vbuf.resize(16 * (tiles_max * C + kSkew));
+    if (static_cast<int64_t>(gbuf.size()) < 16 * (tiles_max * O + kSkew))
+      gbuf.resize(16 * (tiles_max * O + kSkew));
+    float* v = vbuf.data();
+    float* u = gbuf.data();
+    const int64_t row = gw.Wp * C;
+    const int64_t cblocks = (C + kDwChans - 1) / kDwChans;
+    for (int64_t n = 0; n < g.N; ++n) {
+      const float* img = PaddedImage(xs, n, gw);
+      const float* gn = gs + n * g.Ho * g.Wo * O;
+      for (int64_t b0 = 0; b0 < th_n; b0 += band) {
+        const int64_t rows = std::min(band, th_n - b0), T = rows * tw_n;
+        const int64_t vs = T * C + kSkew, us = T * O + kSkew;  // position strides
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t h = 2 * (b0 + r);
+          const int nr = static_cast<int>(std::min<int64_t>(2, g.Ho - h));
+          for (int64_t tw = 0; tw < tw_n; ++tw) {
+            const int64_t t = r * tw_n + tw;
+            const int nc = static_cast<int>(std::min<int64_t>(2, g.Wo - 2 * tw));
+            WinogradDwInput(img + h * row + 2 * tw * C, v + t * C, row, C, vs, a0, a1);
+            WinogradDwGrad(gn + (h * g.Wo + 2 * tw) * O, u + t * O, g.Wo * O, O, us, nr, nc,
+                           a0, a1);
+          }
+        }
+        for (int p = 0; p < 4 * na; ++p) {
+          const float* vp = v + p * vs;
+          const float* up = u + p * us;
+          float* mp = msum.data() + (a0 * 4 + p) * C * O;
+          for (int64_t cb = 0; cb < cblocks; ++cb) {
+            const int64_t c0 = cb * kDwChans;
+            const int q = static_cast<int>(std::min<int64_t>(kDwChans, C - c0));
+            for (int64_t ob = 0; ob < O; ob += kVecs * kLanes) {
+              if (ob + kVecs * kLanes <= O) {
+                DwTileN<kVecs>(q, vp + c0, up + ob, mp + c0 * O + ob, C, O, 1, T, 0);
+              } else {
+                DwTileN<1>(q, vp + c0, up + ob, mp + c0 * O + ob, C, O, 1, T, 0);
+              }
+            }
+          }
+        }
+      }
+    }
+  });
+  // dk[i, j] = (A^T M A)[i, j], vectorized over the output channels.
+  for (int64_t c = 0; c < C; ++c) {
+    for (int64_t o = 0; o < O; o += kLanes) {
+      vf m[4][4], t[3][4];
+      for (int a = 0; a < 4; ++a)
+        for (int b = 0; b < 4; ++b) m[a][b] = load(msum.data() + ((a * 4 + b) * C + c) * O + o);
+      for (int b = 0; b < 4; ++b) {
+        t[0][b] = m[0][b] + m[1][b] + m[2][b];
+        t[1][b] = m[1][b] - m[2][b];
+        t[2][b] = m[1][b] + m[2][b] + m[3][b];
+      }
+      for (int i = 0; i < 3; ++i) {
+        const vf r[3] = {t[i][0] + t[i][1] + t[i][2], t[i][1] - t[i][2],
+                         t[i][1] + t[i][2] + t[i][3]};
+        for (int j = 0; j < 3; ++j) store(dk + ((i * 3 + j) * C + c) * O + o, r[j]);
+      }
+    }
+  }
+}
+
 ffi::Error ConvKernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
                           ffi::Buffer<ffi::F32> gy, ffi::ResultBuffer<ffi::F32> dk, int64_t top,
-                          int64_t bottom, int64_t left, int64_t right) {
+                          int64_t bottom, int64_t left, int64_t right, int64_t winograd) {
   auto xd = x.dimensions(), gd = gy.dimensions(), kd = dk->dimensions();
   if (xd.size() != 4 || gd.size() != 4 || kd.size() != 4 || gd[0] != xd[0] ||
       kd[2] != xd[3] || kd[3] != gd[3])
@@ -411,6 +557,10 @@ ffi::Error ConvKernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   const float* xs = x.typed_data();
   const float* gs = gy.typed_data();
   float* out = dk->typed_data();
+  if (winograd != 0 && WinogradApplies(g.KH, g.KW, g.C)) {
+    WinogradKernelGrad(pool, xs, gs, out, g);
+    return ffi::Error::Success();
+  }
   std::memset(out, 0, sizeof(float) * g.KH * g.KW * g.C * g.O);
   // Tiles (kernel offset, channel block); each part owns a contiguous range of tiles and
   // loops over the images outermost, so every dk element is summed over the images in the
@@ -466,6 +616,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RelujaxConvKernelGrad, ConvKernelGrad,
                                   .Attr<int64_t>("top")
                                   .Attr<int64_t>("bottom")
                                   .Attr<int64_t>("left")
-                                  .Attr<int64_t>("right"));
+                                  .Attr<int64_t>("right")
+                                  .Attr<int64_t>("winograd"));
 
 extern "C" int64_t RelujaxConvLanes() { return kLanes; }
