@@ -10,6 +10,7 @@ into a step time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -18,7 +19,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -96,6 +97,22 @@ def time_alternating(
         }
         for name, s in samples.items()
     }
+
+
+@contextlib.contextmanager
+def direct_convs() -> Iterator[None]:
+    """While it is open, what is compiled computes relujax's native convolutions directly, not
+    as Winograd (``RELUJAX_NATIVE_WINOGRAD=0``, read when a convolution is lowered): the A/B of
+    that path. Trace, lower and compile inside it."""
+    saved = os.environ.get("RELUJAX_NATIVE_WINOGRAD")
+    os.environ["RELUJAX_NATIVE_WINOGRAD"] = "0"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("RELUJAX_NATIVE_WINOGRAD", None)
+        else:
+            os.environ["RELUJAX_NATIVE_WINOGRAD"] = saved
 
 
 def compile_jitted(jitted: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:

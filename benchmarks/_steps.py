@@ -17,14 +17,12 @@ All three are plain SGD (learning rate 1e-3) on cross-entropy, BatchNorm in trai
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import importlib.util
-import os
 import pathlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -325,28 +323,14 @@ def check_impl(impl: str) -> str:
     raise ValueError(f"--impls: unknown step {impl!r}; expected some of {list(IMPLS)}")
 
 
-@contextlib.contextmanager
-def _environ(**values: str) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def build(impl: str, name: str, batch: int, *, dtype: str = "float32") -> Step:
     """The step ``impl`` names (one of IMPLS) for model ``name`` at ``batch`` images."""
     check_impl(impl)
     if impl.startswith("torch"):
         return torch_step(name, batch, dtype=dtype, compile_=impl == "torch.compile")
     if impl == "app-direct":
-        # Traced and compiled with the native kernels' Winograd paths off (read at trace time).
-        with _environ(RELUJAX_NATIVE_WINOGRAD="0"):
+        # Traced, lowered and compiled with the native kernels' Winograd paths off.
+        with h.direct_convs():
             return app_step(name, batch, dtype=dtype)
     if impl.startswith("app"):
         activation = impl[4:-1] if impl.startswith("app[") else None

@@ -6,13 +6,15 @@ three pieces, timed in turn: NHWC/HWIO vs NCHW/OIHW, XLA's own transpose rule vs
 ``kernel_grad="split"``, a sum over 16-image slices of the batch), other kernel-gradient
 formulations (nine shifted matrix products; an im2col matrix and one GEMM; batch slices of 8 or
 32), (CPU only) YNNPACK vs XLA's Eigen convolutions (per-compile ``compiler_options``), and
-relujax's native kernels (``relujax._src.native``, what ``python -m train`` runs on CPU).
+relujax's native kernels (``relujax._src.native``, what ``python -m train`` runs on CPU: Winograd
+for these 3x3 convolutions), also computed directly (no Winograd).
 
     python -m benchmarks.conv_pieces
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Any
 
@@ -161,11 +163,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if policy.native_convs():  # what python -m train compiles on CPU: relujax's kernels
             for piece, fn in _pieces("NHWC", perf.conv_general_dilated).items():
                 cases[f"NHWC native {piece} (train: native kernels)"] = (fn, "NHWC", train_opts)
+                cases[f"NHWC native {piece} (direct, no Winograd)"] = (fn, "NHWC", train_opts)
     runners = {}
     for name, (fn, layout, opts) in cases.items():
         x, w, g = arrays[layout]
         call_args = (x, w) if name.endswith("fwd") or "fwd (" in name else (x, w, g)
-        compiled = jax.jit(fn).lower(*call_args).compile(compiler_options=opts or None)
+        direct = h.direct_convs() if "no Winograd" in name else contextlib.nullcontext()
+        with direct:
+            compiled = jax.jit(fn).lower(*call_args).compile(compiler_options=opts or None)
         runners[name] = lambda compiled=compiled, a=call_args: compiled(*a)
     # NetResDeep's first max pool (after the stem conv: 2x the block's width and height),
     # forward+backward: flax/lax's reduce_window vs relujax's (relujax._src.perf.max_pool).

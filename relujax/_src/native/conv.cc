@@ -209,8 +209,10 @@ std::optional<ffi::Error> Check(const Geometry& g, int64_t bottom, int64_t right
 // input channels are 16 matrix products (tiles x C) (C x O), run by the forward tile above as
 // 1x1 convolutions. The transforms only add, subtract and halve: their rounding error is a few
 // float32 ulps of the operands, like the direct sum's.
-//   B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]   G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1]
-//   A^T = [1 1 1 0; 0 1 -1 -1]
+//   B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 -1 0 1]   G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1]
+//   A^T = [1 1 1 0; 0 1 -1 1]
+// (Lavin and Gray's B^T with its last row negated, and A^T's last column with it: the same
+// results, and the input transform of the kernel gradient below.)
 
 // U[p][c][o] = (G k[., ., c, o] G^T)[p] for the 16 positions p, vectorized over o.
 void WinogradKernel(const float* k, float* u, int64_t C, int64_t O) {
@@ -235,27 +237,30 @@ void WinogradKernel(const float* k, float* u, int64_t C, int64_t O) {
   }
 }
 
-// V[p][t][c] = (B^T d B)[p] for the input tiles t of one band; d starts at tile's corner.
-inline void WinogradInput(const float* d, float* v, int64_t row, int64_t C, int64_t stride) {
+// Rows [a0, a1) of V = B^T d B for one 4x4 input patch d (at its corner, rows `row` apart),
+// vectorized over the input channels: V[a][b] is written at v + (4 (a - a0) + b) stride.
+inline void WinogradInput(const float* d, float* v, int64_t row, int64_t C, int64_t stride,
+                          int a0, int a1) {
   for (int64_t c = 0; c < C; c += kLanes) {
-    vf x[4][4], t[4][4];
+    vf x[4][4];
     #pragma GCC unroll 4
     for (int r = 0; r < 4; ++r)
       #pragma GCC unroll 4
       for (int s = 0; s < 4; ++s) x[r][s] = load(d + r * row + s * C + c);
-    #pragma GCC unroll 4
-    for (int s = 0; s < 4; ++s) {
-      t[0][s] = x[0][s] - x[2][s];
-      t[1][s] = x[1][s] + x[2][s];
-      t[2][s] = x[2][s] - x[1][s];
-      t[3][s] = x[1][s] - x[3][s];
-    }
-    #pragma GCC unroll 4
-    for (int r = 0; r < 4; ++r) {
-      store(v + (r * 4 + 0) * stride + c, t[r][0] - t[r][2]);
-      store(v + (r * 4 + 1) * stride + c, t[r][1] + t[r][2]);
-      store(v + (r * 4 + 2) * stride + c, t[r][2] - t[r][1]);
-      store(v + (r * 4 + 3) * stride + c, t[r][1] - t[r][3]);
+    for (int a = a0; a < a1; ++a) {
+      vf t[4];
+      #pragma GCC unroll 4
+      for (int s = 0; s < 4; ++s) {
+        t[s] = a == 0 ? x[0][s] - x[2][s]
+             : a == 1 ? x[1][s] + x[2][s]
+             : a == 2 ? x[2][s] - x[1][s]
+                      : x[3][s] - x[1][s];
+      }
+      float* va = v + (a - a0) * 4 * stride + c;
+      store(va + 0 * stride, t[0] - t[2]);
+      store(va + 1 * stride, t[1] + t[2]);
+      store(va + 2 * stride, t[2] - t[1]);
+      store(va + 3 * stride, t[3] - t[1]);
     }
   }
 }
@@ -270,46 +275,68 @@ inline void WinogradOutput(const float* m, float* y, int64_t stride, int64_t O, 
       const vf m0 = load(m + (0 * 4 + s) * stride + o), m1 = load(m + (1 * 4 + s) * stride + o);
       const vf m2 = load(m + (2 * 4 + s) * stride + o), m3 = load(m + (3 * 4 + s) * stride + o);
       a[0][s] = m0 + m1 + m2;
-      a[1][s] = m1 - m2 - m3;
+      a[1][s] = m1 - m2 + m3;
     }
     for (int i = 0; i < rows; ++i) {
       store(y + i * row + o, a[i][0] + a[i][1] + a[i][2]);
-      if (cols > 1) store(y + i * row + O + o, a[i][1] - a[i][2] - a[i][3]);
+      if (cols > 1) store(y + i * row + O + o, a[i][1] - a[i][2] + a[i][3]);
     }
   }
 }
 
-// Whether the forward runs as Winograd F(2x2, 3x3): a 3x3 kernel and input channels that fill
-// whole vectors (output channels always do).
+// Whether the forward (Winograd F(2x2, 3x3)) and the kernel gradient (F(3x3, 2x2)) run as
+// Winograd: a 3x3 kernel and input channels that fill whole vectors (output channels always do).
 bool WinogradApplies(int64_t KH, int64_t KW, int64_t C) {
   return KH == 3 && KW == 3 && C % kLanes == 0;
 }
 
+// The 2x2 tiles over an output (th_n x tw_n), and the geometry of the padded image extended
+// by a zero row / column where Ho / Wo is odd, so that every tile's 4x4 patch lies inside it.
+struct Tiling {
+  int64_t th_n, tw_n;
+  Geometry padded;
+};
+
+Tiling Tiles(const Geometry& g) {
+  Tiling t{(g.Ho + 1) / 2, (g.Wo + 1) / 2, g};
+  t.padded.Hp = 2 * t.th_n + 2;
+  t.padded.Wp = 2 * t.tw_n + 2;
+  return t;
+}
+
+// Tile rows per band: a band's transformed tiles, `floats_per_tile` floats each, stay in L2
+// (about 192 KiB).
+int64_t BandRows(const Tiling& t, int64_t floats_per_tile) {
+  const int64_t per_row = t.tw_n * floats_per_tile * sizeof(float);
+  return std::max<int64_t>(1, std::min<int64_t>(t.th_n, (192 << 10) / per_row));
+}
+
+// Each position's block of a thread's scratch is padded by one cache line: with power-of-two
+// block sizes the 16 blocks a tile reads or writes would fall into one L1 set and evict each
+// other. Returns the scratch for 16 blocks of `tiles` x `width` floats.
+constexpr int64_t kSkew = 16;
+
+float* Blocks(std::vector<float>& buf, int64_t tiles, int64_t width) {
+  const int64_t need = 16 * (tiles * width + kSkew);
+  if (static_cast<int64_t>(buf.size()) < need) buf.resize(need);
+  return buf.data();
+}
+
 void WinogradImage(const float* img, const float* u, float* yn, const Geometry& g,
-                   int64_t wp) {
-  const int64_t th_n = (g.Ho + 1) / 2, tw_n = (g.Wo + 1) / 2;
-  // Bands of tile rows whose transformed input and products stay in L2 (about 192 KiB each).
-  const int64_t per_row = tw_n * std::max(g.C, g.O) * 16 * sizeof(float);
-  const int64_t band = std::max<int64_t>(1, std::min<int64_t>(th_n, (192 << 10) / per_row));
+                   const Tiling& tiles) {
+  const int64_t th_n = tiles.th_n, tw_n = tiles.tw_n;
+  const int64_t band = BandRows(tiles, 16 * std::max(g.C, g.O));
   thread_local std::vector<float> vbuf, mbuf;
-  const int64_t tiles_max = band * tw_n;
-  // Each position's block is padded by one cache line: with power-of-two block sizes the 16
-  // blocks a tile reads or writes would fall into one L1 set and evict each other.
-  constexpr int64_t kSkew = 16;
-  if (static_cast<int64_t>(vbuf.size()) < 16 * (tiles_max * g.C + kSkew))
-    vbuf.resize(16 * (tiles_max * g.C + kSkew));
-  if (static_cast<int64_t>(mbuf.size()) < 16 * (tiles_max * g.O + kSkew))
-    mbuf.resize(16 * (tiles_max * g.O + kSkew));
-  float* v = vbuf.data();
-  float* m = mbuf.data();
-  const int64_t row = wp * g.C;
+  float* v = Blocks(vbuf, band * tw_n, g.C);
+  float* m = Blocks(mbuf, band * tw_n, g.O);
+  const int64_t row = tiles.padded.Wp * g.C;
   for (int64_t b0 = 0; b0 < th_n; b0 += band) {
     const int64_t rows = std::min(band, th_n - b0), T = rows * tw_n;
     const int64_t vs = T * g.C + kSkew, ms = T * g.O + kSkew;  // position strides
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t tw = 0; tw < tw_n; ++tw)
         WinogradInput(img + (2 * (b0 + r)) * row + 2 * tw * g.C, v + (r * tw_n + tw) * g.C,
-                      row, g.C, vs);
+                      row, g.C, vs, 0, 4);
     for (int p = 0; p < 16; ++p)
       FwdRow(v + p * vs, u + p * g.C * g.O, m + p * ms, T, g.C, g.O, 1, 1, 0);
     for (int64_t r = 0; r < rows; ++r) {
@@ -338,14 +365,12 @@ ffi::Error ConvForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
   const float* ks = k.typed_data();
   float* ys = y->typed_data();
   if (winograd != 0 && WinogradApplies(g.KH, g.KW, g.C)) {
-    // Padded to whole tiles: one more zero row / column where Ho / Wo is odd.
-    Geometry gw = g;
-    gw.Hp = 2 * ((g.Ho + 1) / 2) + 2;
-    gw.Wp = 2 * ((g.Wo + 1) / 2) + 2;
+    const Tiling tiles = Tiles(g);
     std::vector<float> u(16 * g.C * g.O);
     WinogradKernel(ks, u.data(), g.C, g.O);
     ParallelFor(pool, g.N, [&](int64_t n) {
-      WinogradImage(PaddedImage(xs, n, gw), u.data(), ys + n * g.Ho * g.Wo * g.O, g, gw.Wp);
+      WinogradImage(PaddedImage(xs, n, tiles.padded), u.data(), ys + n * g.Ho * g.Wo * g.O, g,
+                    tiles);
     });
     return ffi::Error::Success();
   }
@@ -407,33 +432,6 @@ inline void DwTileN(int n, const float* x, const float* g, float* dk, int64_t C,
 //   B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 -1 0 1]   G = [1 0; .5 .5; .5 -.5; 0 1]
 //   A^T = [1 1 1 0; 0 1 -1 0; 0 1 1 1]
 
-// Rows [a0, a1) of B^T d B for one 4x4 input patch, vectorized over the input channels.
-inline void WinogradDwInput(const float* d, float* v, int64_t row, int64_t C, int64_t stride,
-                            int a0, int a1) {
-  for (int64_t c = 0; c < C; c += kLanes) {
-    vf x[4][4];
-    #pragma GCC unroll 4
-    for (int r = 0; r < 4; ++r)
-      #pragma GCC unroll 4
-      for (int s = 0; s < 4; ++s) x[r][s] = load(d + r * row + s * C + c);
-    for (int a = a0; a < a1; ++a) {
-      vf t[4];
-      #pragma GCC unroll 4
-      for (int s = 0; s < 4; ++s) {
-        t[s] = a == 0 ? x[0][s] - x[2][s]
-             : a == 1 ? x[1][s] + x[2][s]
-             : a == 2 ? x[2][s] - x[1][s]
-                      : x[3][s] - x[1][s];
-      }
-      float* va = v + (a - a0) * 4 * stride + c;
-      store(va + 0 * stride, t[0] - t[2]);
-      store(va + 1 * stride, t[1] + t[2]);
-      store(va + 2 * stride, t[2] - t[1]);
-      store(va + 3 * stride, t[3] - t[1]);
-    }
-  }
-}
-
 // Rows [a0, a1) of G g G^T for one 2x2 block of the cotangent (rows / columns past the edge
 // are zeros), vectorized over the output channels.
 inline void WinogradDwGrad(const float* g, float* v, int64_t row, int64_t O, int64_t stride,
@@ -465,31 +463,22 @@ inline void WinogradDwGrad(const float* g, float* v, int64_t row, int64_t O, int
 // position's sum is taken by one thread over the images and blocks in a fixed order.
 void WinogradKernelGrad(ffi::ThreadPool& pool, const float* xs, const float* gs, float* dk,
                         const Geometry& g) {
-  Geometry gw = g;
-  gw.Hp = 2 * ((g.Ho + 1) / 2) + 2;
-  gw.Wp = 2 * ((g.Wo + 1) / 2) + 2;
-  const int64_t th_n = (g.Ho + 1) / 2, tw_n = (g.Wo + 1) / 2;
+  const Tiling tiles = Tiles(g);
+  const int64_t th_n = tiles.th_n, tw_n = tiles.tw_n;
   const int64_t C = g.C, O = g.O;
   std::vector<float> msum(16 * C * O, 0.0f);
   const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(pool.num_threads(), 4));
   ParallelFor(pool, parts, [&](int64_t part) {
     const int a0 = static_cast<int>(4 * part / parts), a1 = static_cast<int>(4 * (part + 1) / parts);
     const int na = a1 - a0;
-    const int64_t per_row = tw_n * (C + O) * 4 * na * sizeof(float);
-    const int64_t band = std::max<int64_t>(1, std::min<int64_t>(th_n, (192 << 10) / per_row));
-    constexpr int64_t kSkew = 16;
-    const int64_t tiles_max = band * tw_n;
+    const int64_t band = BandRows(tiles, 4 * na * (C + O));
     thread_local std::vector<float> vbuf, gbuf;
-    if (static_cast<int64_t>(vbuf.size()) < 16 * (tiles_max * C + kSkew))
-      vbuf.resize(16 * (tiles_max * C + kSkew));
-    if (static_cast<int64_t>(gbuf.size()) < 16 * (tiles_max * O + kSkew))
-      gbuf.resize(16 * (tiles_max * O + kSkew));
-    float* v = vbuf.data();
-    float* u = gbuf.data();
-    const int64_t row = gw.Wp * C;
+    float* v = Blocks(vbuf, band * tw_n, C);
+    float* u = Blocks(gbuf, band * tw_n, O);
+    const int64_t row = tiles.padded.Wp * C;
     const int64_t cblocks = (C + kDwChans - 1) / kDwChans;
     for (int64_t n = 0; n < g.N; ++n) {
-      const float* img = PaddedImage(xs, n, gw);
+      const float* img = PaddedImage(xs, n, tiles.padded);
       const float* gn = gs + n * g.Ho * g.Wo * O;
       for (int64_t b0 = 0; b0 < th_n; b0 += band) {
         const int64_t rows = std::min(band, th_n - b0), T = rows * tw_n;
@@ -500,7 +489,7 @@ void WinogradKernelGrad(ffi::ThreadPool& pool, const float* xs, const float* gs,
           for (int64_t tw = 0; tw < tw_n; ++tw) {
             const int64_t t = r * tw_n + tw;
             const int nc = static_cast<int>(std::min<int64_t>(2, g.Wo - 2 * tw));
-            WinogradDwInput(img + h * row + 2 * tw * C, v + t * C, row, C, vs, a0, a1);
+            WinogradInput(img + h * row + 2 * tw * C, v + t * C, row, C, vs, a0, a1);
             WinogradDwGrad(gn + (h * g.Wo + 2 * tw) * O, u + t * O, g.Wo * O, O, us, nr, nc,
                            a0, a1);
           }
