@@ -54,10 +54,21 @@ def _tanh_z2(x: jax.Array) -> jax.Array:
     return 2.0 * _SQRT_2_OVER_PI * (x + _GELU_CUBIC * x * x * x)
 
 
+def _sigmoid_pair(v: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """sigma(v) and sigma(-v) = 1 - sigma(v) from ONE sigmoid, both to full relative accuracy.
+
+    With t = sigma(-|v|) <= 1/2 the other one is 1 - t >= 1/2 (no cancellation), so a fused
+    forward+backward evaluates one exponential and one division where it evaluated two each.
+    """
+    t = jax.nn.sigmoid(-jnp.abs(v))
+    pos = v >= 0
+    return jnp.where(pos, 1 - t, t), jnp.where(pos, t, 1 - t)
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
 def _gelu(x: jax.Array, approximate: bool) -> jax.Array:
     xc = _widen(x)
-    factor = jax.nn.sigmoid(_tanh_z2(xc)) if approximate else _phi_cdf(xc)
+    factor = _sigmoid_pair(_tanh_z2(xc))[0] if approximate else _phi_cdf(xc)
     return _times(xc, factor).astype(x.dtype)
 
 
@@ -68,9 +79,9 @@ def _gelu_jvp(approximate, primals, tangents):
     xl = jnp.clip(xc, -_SATURATED, _SATURATED)
     if approximate:
         # d/dx [x sigmoid(2z)] = s + x s (1 - s) 2 z', with 1 - s computed as sigmoid(-2z).
-        z2 = _tanh_z2(xl)
+        sig, one_minus = _sigmoid_pair(_tanh_z2(xl))
         dz2 = 2.0 * _SQRT_2_OVER_PI * (1.0 + 3.0 * _GELU_CUBIC * xl * xl)
-        d = jax.nn.sigmoid(z2) * (1.0 + xl * jax.nn.sigmoid(-z2) * dz2)
+        d = sig * (1.0 + xl * one_minus * dz2)
     else:
         d = _phi_cdf(xc) + xl * _phi_pdf(xc)
     return _gelu(x, approximate), scale(d.astype(x.dtype), g)
@@ -115,13 +126,8 @@ def gelu(x: ArrayLike, approximate: bool = False) -> jax.Array:
 
 
 def _silu_parts(x: jax.Array):
-    # sigma(x) and 1 - sigma(x) from ONE sigmoid, both to full relative accuracy: with
-    # t = sigma(-|x|) <= 1/2, the other one is 1 - t >= 1/2 (no cancellation). A fused
-    # forward+backward then evaluates one sigmoid where it evaluated three (benchmarks/RESULTS.md).
     xc = _widen(x)
-    t = jax.nn.sigmoid(-jnp.abs(xc))
-    pos = xc >= 0
-    return xc, jnp.where(pos, 1 - t, t), jnp.where(pos, t, 1 - t)
+    return xc, *_sigmoid_pair(xc)
 
 
 @jax.custom_jvp
