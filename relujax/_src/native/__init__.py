@@ -296,8 +296,8 @@ def _out_hw(x_shape, kh: int, kw: int, pads: Pads) -> tuple[int, int]:
 
 def winograd_default() -> bool:
     """Whether :func:`conv` uses Winograd where it applies: yes unless
-    ``RELUJAX_NATIVE_WINOGRAD=0`` (read when a convolution is lowered, i.e. while a function
-    is compiled)."""
+    ``RELUJAX_NATIVE_WINOGRAD=0``, read when a convolution is lowered (while a function is
+    compiled; what is compiled already keeps its choice)."""
     return os.environ.get("RELUJAX_NATIVE_WINOGRAD", "1").strip() != "0"
 
 
