@@ -103,7 +103,8 @@ def train_step_table(doc: dict[str, Any]) -> str:
     if doc["benchmark"].startswith("train_step_profile"):
         cols = ["model", "batch", "impl", "op", "ms_per_step", "count_per_step", "share_of_step"]
         return h.format_table([r for r in doc["rows"] if r["share_of_step"] >= 0.01], cols)
-    return h.format_table(with_best_ratio(doc["rows"]), STEP_COLUMNS)
+    rss = ["rss_MiB", "rss_step_MiB", "rss_vs_torch"] if "rss_MiB" in doc["rows"][0] else []
+    return h.format_table(with_best_ratio(doc["rows"]), STEP_COLUMNS + rss)
 
 
 TABLES: dict[str, Callable[[dict[str, Any]], str]] = {

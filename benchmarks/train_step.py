@@ -53,6 +53,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pathlib
 import statistics
 import subprocess
 import sys
@@ -136,18 +137,47 @@ def side_by_side(models, batches, impls, args) -> list[dict[str, Any]]:
     return add_ratios(rows)
 
 
+def _proc_status(field: str) -> int | None:
+    """``VmRSS`` / ``VmHWM`` of this process in bytes (None where /proc is missing)."""
+    try:
+        for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Restarts the kernel's resident-memory high-water mark (``VmHWM``) at the current RSS."""
+    try:
+        pathlib.Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
 def _child(args) -> None:
-    """Runs in a fresh process: builds one step, times ``--steps`` consecutive steps."""
+    """Runs in a fresh process: builds one step, times ``--steps`` consecutive steps.
+
+    Also the process's resident memory (Linux): before the step is built (the libraries
+    imported) and its peak over the timed steps (the high-water mark restarted after the
+    warm-up, so compilation's own peak is not counted, though memory the allocator kept from it
+    is): what a training process of this step holds, framework and allocator included.
+    """
+    base = _proc_status("VmRSS")
     step = S.build(args.child, args.models[0], args.batch_sizes[0], dtype=args.dtype)
     for _ in range(3):
         h.block(step.run())
+    peak_ok = _reset_peak_rss()
     samples = []
     for _ in range(args.steps):
         t0 = time.perf_counter()
         h.block(step.run())
         samples.append(time.perf_counter() - t0)
     out = {"samples": samples, "compile_s": step.compile_s, "peak_bytes": step.peak_bytes}
-    print(json.dumps(out | {"memory": step.memory}))
+    rss = {"rss_base_bytes": base, "rss_peak_bytes": _proc_status("VmHWM") if peak_ok else None}
+    print(json.dumps(out | rss | {"memory": step.memory}))
 
 
 def _spawn(impl: str, name: str, batch: int, args) -> dict[str, Any]:
@@ -177,8 +207,25 @@ def isolated(models, batches, impls, args) -> list[dict[str, Any]]:
                     outs[0]["memory"],
                 )
                 rows.append(make_row(name, batch, args.dtype, impl, samples, step))
+                rows[-1].update(_rss_columns(outs))
                 _print_row(rows[-1])
-    return add_ratios(rows)
+    rows = add_ratios(rows)
+    ref = {(r["model"], r["batch"], r["dtype"]): r for r in rows if r["impl"] == "torch"}
+    for r in rows:
+        t = ref.get((r["model"], r["batch"], r["dtype"]))
+        ok = t is not None and t.get("rss_MiB") and r.get("rss_MiB") is not None
+        r["rss_vs_torch"] = r["rss_MiB"] / t["rss_MiB"] if ok else None
+    return rows
+
+
+def _rss_columns(outs: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Median resident memory over the processes: peak during the steps, and that peak less the
+    process's memory before the step was built (libraries imported), in MiB."""
+    peaks = [o["rss_peak_bytes"] for o in outs if o.get("rss_peak_bytes")]
+    grown = [o["rss_peak_bytes"] - o["rss_base_bytes"] for o in outs
+             if o.get("rss_peak_bytes") and o.get("rss_base_bytes")]  # fmt: skip
+    mib = lambda v: statistics.median(v) / 2**20 if v else None  # noqa: E731
+    return {"rss_MiB": mib(peaks), "rss_step_MiB": mib(grown)}
 
 
 def _policy() -> dict[str, Any]:
@@ -262,7 +309,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         run = isolated if args.isolated else side_by_side
         doc["mode"] = "isolated" if args.isolated else "side_by_side"
         doc["rows"] = run(args.models, args.batch_sizes, args.impls, args)
-        print("\n" + h.format_table(doc["rows"], COLUMNS))
+        extra = ["rss_MiB", "rss_step_MiB", "rss_vs_torch"] if args.isolated else []
+        print("\n" + h.format_table(doc["rows"], COLUMNS + extra))
         name = "train_step" + ("_isolated" if args.isolated else "")
     name += "" if args.dtype == "float32" else f"_{args.dtype}"
     h.write_json(name, doc, quick=args.quick, out=args.out)

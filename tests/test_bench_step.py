@@ -8,6 +8,7 @@ running end to end.
 from __future__ import annotations
 
 import json
+import pathlib
 
 import pytest
 
@@ -101,6 +102,9 @@ def test_isolated_processes(tmp_path):
     (row,) = doc["rows"]
     assert row["impl"] == "app" and len(row["samples"]) == 2 and row["compile_s"] > 0
     assert json.loads(out.read_text())["mode"] == "isolated"
+    if pathlib.Path("/proc/self/clear_refs").exists():  # Linux: the process's resident memory
+        assert 0 < row["rss_step_MiB"] < row["rss_MiB"]
+        assert row["rss_vs_torch"] is None  # no torch row to compare with
 
 
 def test_profile_sums_op_kinds(tmp_path):

@@ -29,7 +29,10 @@ def _tree(i):
 
 
 def _largest_array_file(step_dir):
-    files = [p for p in (step_dir / "arrays").rglob("*") if p.is_file()]
+    # The largest of orbax's data files (OCDBT `d/` folders). Not the largest file of any kind:
+    # a small model's values can be spread over data files smaller than the `_sharding` JSON,
+    # which a restore does not need (damaging it damages nothing).
+    files = [p for p in (step_dir / "arrays").rglob("*") if p.is_file() and p.parent.name == "d"]
     return max(files, key=lambda p: p.stat().st_size)
 
 
