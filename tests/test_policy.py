@@ -21,6 +21,7 @@ KEYS = {
     "native",
     "native_isa",
     "native_reason",
+    "winograd",
     "compiler_options",
     "scan_blocks",
     "fast_pool",
@@ -45,7 +46,15 @@ def test_cpu_choices():
     expect = on_cpu and jax.device_count() == 1 and native.available()
     assert d["native"] == expect == policy.native_convs("cpu")
     assert (d["native_isa"] == native.default_isa()) if expect else d["native_reason"]
+    assert d["winograd"] == (expect and native.winograd_default())
     assert "cpu: conv=relujax" in str(policy.current("cpu"))
+    assert ("Winograd" in str(policy.current("cpu"))) == d["winograd"]
+
+
+def test_winograd_switch_shows_in_the_policy(monkeypatch):
+    monkeypatch.setenv("RELUJAX_NATIVE_WINOGRAD", "0")
+    assert not policy.describe("cpu")["winograd"]
+    assert not policy.describe("gpu")["winograd"]
 
 
 def test_override_and_bad_backend():

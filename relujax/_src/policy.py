@@ -11,7 +11,8 @@ backend. The choices (the measurements behind them are in ``benchmarks/RESULTS.m
   supports ``jvp``, ``grad``, ``vmap`` and their compositions.
 * ``native``: whether relujax's native CPU kernels (``relujax._src.native``) run: CPU backend,
   one device (XLA cannot split a custom call over devices), an x86-64 CPU, a C++ compiler,
-  ``RELUJAX_NATIVE`` not ``0``; ``native_isa`` is the vector width built for.
+  ``RELUJAX_NATIVE`` not ``0``; ``native_isa`` is the vector width built for; ``winograd``
+  whether they compute 3x3 convolutions as Winograd (``RELUJAX_NATIVE_WINOGRAD`` not ``0``).
 * ``compiler_options``: XLA compile options for training steps. On CPU, XLA's convolutions go
   to Eigen rather than YNNPACK (reductions and dots stay with YNNPACK): faster for the
   convolutions that do not run natively. Pass them with :func:`jit`.
@@ -68,6 +69,7 @@ class Policy:
     native: bool
     native_isa: str | None
     native_reason: str | None  # why ``native`` is False
+    winograd: bool
     compiler_options: dict[str, str] | None
     scan_blocks: bool
     fast_pool: bool
@@ -79,6 +81,7 @@ class Policy:
 
     def __str__(self) -> str:
         native = f"native {self.native_isa}" if self.native else f"XLA ({self.native_reason})"
+        native += " (3x3 as Winograd)" if self.native and self.winograd else ""
         options = ", ".join(f"{k}={v}" for k, v in (self.compiler_options or {}).items())
         return (
             f"{self.backend}: conv={self.conv}, convolutions {native}, "
@@ -220,6 +223,7 @@ def current(backend: str | None = None) -> Policy:
         native=reason is None,
         native_isa=native.default_isa() if reason is None else None,
         native_reason=reason,
+        winograd=reason is None and native.winograd_default(),
         compiler_options=compiler_options(backend),
         scan_blocks=scan_blocks(backend),
         fast_pool=fast_pool(backend),
@@ -233,7 +237,7 @@ def describe(backend: str | None = None) -> dict[str, Any]:
     Example:
         >>> sorted(describe("gpu"))  # doctest: +NORMALIZE_WHITESPACE
         ['allocator', 'backend', 'compiler_options', 'conv', 'fast_pool', 'native',
-         'native_isa', 'native_reason', 'scan_blocks']
+         'native_isa', 'native_reason', 'scan_blocks', 'winograd']
     """
     return current(backend).describe()
 
