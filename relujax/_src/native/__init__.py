@@ -13,8 +13,9 @@ the CPU; a later process loads it in milliseconds. Without a compiler, on anothe
 architecture, on a build error or with ``RELUJAX_NATIVE=0``, :func:`available` is ``False``,
 :func:`build_error` says why, and XLA's convolutions run instead.
 
-3x3 convolutions whose input channels fill whole vectors run as Winograd F(2x2, 3x3) (2.25x
-fewer multiply-adds; :func:`winograd_applies`), unless ``RELUJAX_NATIVE_WINOGRAD=0``.
+3x3 convolutions whose input channels fill whole vectors (:func:`winograd_applies`) run as
+Winograd F(2x2, 3x3) (forward, input gradient) and F(3x3, 2x2) (kernel gradient): 2.25x fewer
+multiply-adds, unless ``RELUJAX_NATIVE_WINOGRAD=0``.
 
 Vector widths (``isa``): ``"sse"`` (4 floats), ``"avx2"`` (8; AVX/AVX2), ``"avx512"`` (16).
 By default the widest this CPU executes; ``RELUJAX_NATIVE_ISA`` picks another one, and every
@@ -310,7 +311,7 @@ def _winograd_arg(winograd: bool | None) -> bool:
 
 
 def winograd_applies(x_shape, kernel_shape, *, isa: str | None = None) -> bool:
-    """Whether :func:`conv` computes this convolution as Winograd F(2x2, 3x3).
+    """Whether :func:`conv` and :func:`conv_kernel_grad` compute this convolution as Winograd.
 
     3x3 kernels whose input channels are a multiple of :func:`lanes` (the 2.25x fewer
     multiply-adds pay for the tile transforms only on whole vectors); the rest run direct.

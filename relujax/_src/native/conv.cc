@@ -7,6 +7,8 @@
 // Each image is padded into a small per-thread buffer (a few tens of KiB, cache-resident,
 // reused across images and calls) before it is used, so no padded copy of the batch is ever
 // written to memory.
+// 3x3 convolutions whose input channels fill whole vectors run as Winograd F(2x2, 3x3) and
+// F(3x3, 2x2) (below) unless the caller asks for the direct ones (attribute `winograd`).
 // Register-blocked direct convolutions written with GCC vector extensions, so one source
 // compiles to AVX-512, AVX2 or SSE code for the machine it is built on (-march=native).
 // Work is shared over XLA's intra-op thread pool. Every output element is computed by one
@@ -207,8 +209,8 @@ std::optional<ffi::Error> Check(const Geometry& g, int64_t bottom, int64_t right
 // Y = A^T [(G k G^T) . (B^T d B)] A, 16 products per tile and channel pair where the direct
 // convolution has 36 (2.25x fewer multiply-adds). The 16 elementwise products summed over the
 // input channels are 16 matrix products (tiles x C) (C x O), run by the forward tile above as
-// 1x1 convolutions. The transforms only add, subtract and halve: their rounding error is a few
-// float32 ulps of the operands, like the direct sum's.
+// 1x1 convolutions. The transforms only add, subtract and halve (no amplification of rounding
+// errors as in larger tiles: the tests hold Winograd and direct to the same 1e-5 of lax's).
 //   B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 -1 0 1]   G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1]
 //   A^T = [1 1 1 0; 0 1 -1 1]
 // (Lavin and Gray's B^T with its last row negated, and A^T's last column with it: the same
