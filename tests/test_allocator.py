@@ -84,3 +84,40 @@ def test_plan_keeps_existing_settings(monkeypatch):
     assert allocator.plan("hugetlb") == {
         "GLIBC_TUNABLES": "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
     }
+
+
+_RELEASE_PROBE = """
+import pathlib
+import numpy as np
+from relujax._src import allocator
+
+def rss_mib():
+    status = pathlib.Path("/proc/self/status").read_text()
+    return int(next(l for l in status.splitlines() if l.startswith("VmRSS")).split()[1]) // 1024
+
+chunks = [np.ones(1 << 18, np.float32) for _ in range(256)]  # 256 x 1 MiB, then freed
+held = rss_mib()
+del chunks
+kept = rss_mib()
+print(held, kept, allocator.release_free_memory(), rss_mib())
+"""
+
+
+@linux_only
+@pytest.mark.parametrize("choice", ["system", "tcmalloc"])
+def test_release_free_memory_returns_what_the_allocator_kept(choice):
+    """tcmalloc keeps freed memory resident (glibc hands 1 MiB blocks back at once); after the
+    release neither process holds the 256 MiB it freed."""
+    if choice == "tcmalloc" and allocator.find_tcmalloc() is None:
+        pytest.skip("tcmalloc is not installed")
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "GLIBC_TUNABLES")}
+    env.update(allocator.plan(choice))
+    done = subprocess.run(
+        [sys.executable, "-c", _RELEASE_PROBE], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    held, kept, found, after = done.stdout.split()
+    assert found == "True"
+    assert int(held) - int(after) > 200, done.stdout
+    if choice == "tcmalloc":
+        assert int(kept) - int(after) > 200, done.stdout  # kept until released

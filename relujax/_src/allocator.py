@@ -20,6 +20,7 @@ prints it and writes it into `summary.json`).
 
 from __future__ import annotations
 
+import ctypes
 import ctypes.util
 import os
 import pathlib
@@ -82,6 +83,31 @@ def describe() -> str:
     if _HUGETLB in os.environ.get("GLIBC_TUNABLES", ""):
         return "glibc+hugetlb"
     return "system"
+
+
+def release_free_memory() -> bool:
+    """Hands the memory the allocator keeps but no longer uses back to the OS.
+
+    Compiling a training step takes far more memory than running it; tcmalloc keeps what the
+    compiler freed for reuse, so a long run would hold the compiler's peak to its end. The
+    training application calls this once after compiling. tcmalloc:
+    ``MallocExtension_ReleaseFreeMemory``; glibc: ``malloc_trim(0)``. Returns whether either
+    was found (False off Linux/glibc, where nothing is done).
+
+    Example:
+        >>> release_free_memory() in (True, False)
+        True
+    """
+    try:
+        process = ctypes.CDLL(None)
+    except OSError:
+        return False
+    for name, args in (("MallocExtension_ReleaseFreeMemory", ()), ("malloc_trim", (0,))):
+        fn = getattr(process, name, None)
+        if fn is not None:
+            fn(*args)
+            return True
+    return False
 
 
 def plan(choice: str | None = None) -> dict[str, str]:

@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from relujax._src import policy
+from relujax._src import allocator, policy
 from relujax._src.data.sharding import put, replicated_sharding, table_sharding, to_host
 from relujax._src.models._inputs import ModelInputError
 from relujax._src.training import metrics as mio
@@ -204,6 +204,7 @@ class _Job:
             *self._eval_args(state.rest, state.metrics), first
         ).compile()
         self.compile_seconds = time.perf_counter() - t0
+        allocator.release_free_memory()  # the compiler's peak, kept by tcmalloc, not the run's
         ds = run.dataset
         self.log(
             f"model {config.model} ({_count(state.params):,} parameters) on {ds.name} "
