@@ -310,11 +310,12 @@ def _winograd_arg(winograd: bool | None) -> bool:
     return winograd
 
 
-def winograd_applies(x_shape, kernel_shape, *, isa: str | None = None) -> bool:
+def winograd_applies(kernel_shape, *, isa: str | None = None) -> bool:
     """Whether :func:`conv` and :func:`conv_kernel_grad` compute this convolution as Winograd.
 
     3x3 kernels whose input channels are a multiple of :func:`lanes` (the 2.25x fewer
     multiply-adds pay for the tile transforms only on whole vectors); the rest run direct.
+    The same rule as ``WinogradApplies`` in ``conv.cc``, which decides.
     """
     kh, kw, c, _ = kernel_shape
     return kh == 3 and kw == 3 and c % lanes(isa) == 0

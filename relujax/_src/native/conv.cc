@@ -315,11 +315,11 @@ int64_t BandRows(const Tiling& t, int64_t floats_per_tile) {
 
 // Each position's block of a thread's scratch is padded by one cache line: with power-of-two
 // block sizes the 16 blocks a tile reads or writes would fall into one L1 set and evict each
-// other. Returns the scratch for 16 blocks of `tiles` x `width` floats.
+// other. Returns the scratch for `blocks` blocks of `tiles` x `width` floats.
 constexpr int64_t kSkew = 16;
 
-float* Blocks(std::vector<float>& buf, int64_t tiles, int64_t width) {
-  const int64_t need = 16 * (tiles * width + kSkew);
+float* Blocks(std::vector<float>& buf, int64_t blocks, int64_t tiles, int64_t width) {
+  const int64_t need = blocks * (tiles * width + kSkew);
   if (static_cast<int64_t>(buf.size()) < need) buf.resize(need);
   return buf.data();
 }
@@ -329,8 +329,8 @@ void WinogradImage(const float* img, const float* u, float* yn, const Geometry& 
   const int64_t th_n = tiles.th_n, tw_n = tiles.tw_n;
   const int64_t band = BandRows(tiles, 16 * std::max(g.C, g.O));
   thread_local std::vector<float> vbuf, mbuf;
-  float* v = Blocks(vbuf, band * tw_n, g.C);
-  float* m = Blocks(mbuf, band * tw_n, g.O);
+  float* v = Blocks(vbuf, 16, band * tw_n, g.C);
+  float* m = Blocks(mbuf, 16, band * tw_n, g.O);
   const int64_t row = tiles.padded.Wp * g.C;
   for (int64_t b0 = 0; b0 < th_n; b0 += band) {
     const int64_t rows = std::min(band, th_n - b0), T = rows * tw_n;
@@ -425,6 +425,18 @@ inline void DwTileN(int n, const float* x, const float* g, float* dk, int64_t C,
   }
 }
 
+// q input channels x every output channel of dk, in tiles of kVecs vectors (one vector last).
+inline void DwChannels(int q, const float* x, const float* g, float* dk, int64_t C, int64_t O,
+                       int64_t Ho, int64_t Wo, int64_t row) {
+  for (int64_t ob = 0; ob < O; ob += kVecs * kLanes) {
+    if (ob + kVecs * kLanes <= O) {
+      DwTileN<kVecs>(q, x, g + ob, dk + ob, C, O, Ho, Wo, row);
+    } else {
+      DwTileN<1>(q, x, g + ob, dk + ob, C, O, Ho, Wo, row);
+    }
+  }
+}
+
 // --- Winograd F(3x3, 2x2) for the kernel gradient ---------------------------------------------
 // dk[i,j] = sum_{h,w} xp[h+i, w+j] g[h, w] is a correlation of the padded input with the
 // cotangent that yields a 3x3 result: over each 2x2 block of g and its 4x4 input patch it is
@@ -475,8 +487,8 @@ void WinogradKernelGrad(ffi::ThreadPool& pool, const float* xs, const float* gs,
     const int na = a1 - a0;
     const int64_t band = BandRows(tiles, 4 * na * (C + O));
     thread_local std::vector<float> vbuf, gbuf;
-    float* v = Blocks(vbuf, band * tw_n, C);
-    float* u = Blocks(gbuf, band * tw_n, O);
+    float* v = Blocks(vbuf, 4 * na, band * tw_n, C);  // this part's positions only
+    float* u = Blocks(gbuf, 4 * na, band * tw_n, O);
     const int64_t row = tiles.padded.Wp * C;
     const int64_t cblocks = (C + kDwChans - 1) / kDwChans;
     for (int64_t n = 0; n < g.N; ++n) {
@@ -503,13 +515,7 @@ void WinogradKernelGrad(ffi::ThreadPool& pool, const float* xs, const float* gs,
           for (int64_t cb = 0; cb < cblocks; ++cb) {
             const int64_t c0 = cb * kDwChans;
             const int q = static_cast<int>(std::min<int64_t>(kDwChans, C - c0));
-            for (int64_t ob = 0; ob < O; ob += kVecs * kLanes) {
-              if (ob + kVecs * kLanes <= O) {
-                DwTileN<kVecs>(q, vp + c0, up + ob, mp + c0 * O + ob, C, O, 1, T, 0);
-              } else {
-                DwTileN<1>(q, vp + c0, up + ob, mp + c0 * O + ob, C, O, 1, T, 0);
-              }
-            }
+            DwChannels(q, vp + c0, up, mp + c0 * O, C, O, 1, T, 0);
           }
         }
       }
@@ -571,13 +577,7 @@ ffi::Error ConvKernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
         const int q = static_cast<int>(std::min<int64_t>(kDwChans, g.C - c0));
         const float* xt = img + i * row + j * g.C + c0;
         float* d = out + (ij * g.C + c0) * g.O;
-        for (int64_t ob = 0; ob < g.O; ob += kVecs * kLanes) {
-          if (ob + kVecs * kLanes <= g.O) {
-            DwTileN<kVecs>(q, xt, gn + ob, d + ob, g.C, g.O, g.Ho, g.Wo, row);
-          } else {
-            DwTileN<1>(q, xt, gn + ob, d + ob, g.C, g.O, g.Ho, g.Wo, row);
-          }
-        }
+        DwChannels(q, xt, gn, d, g.C, g.O, g.Ho, g.Wo, row);
       }
     }
   });
